@@ -1,0 +1,261 @@
+"""``cellboxify``: train / evaluate / predict / export from the command line (a thin skin over the core).
+
+Bad arguments get one line and exit code 2; unusable inputs (files, weights, images) get one line and exit
+code 1. No traceback reaches the user unless CELLBOXIFY_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+
+EXIT_USAGE = 2
+EXIT_INPUT = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one clear line instead of usage + error
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cellboxify", description="Instance masks of cells from a model trained on boxes.")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="verb", metavar="{train,evaluate,predict,export}", parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train or fine-tune on a COCO file (box-only by default)",
+                       description="Train CellBoxify on COCO annotations. Box supervision reads only 'bbox'.")
+    t.add_argument("--data", required=True, type=Path, help="COCO annotation JSON")
+    t.add_argument("--images", required=True, type=Path, help="folder the COCO file_names are relative to")
+    t.add_argument("--out", required=True, type=Path, help="run folder: last.pt, model.pt, loss_log.jsonl")
+    t.add_argument("--supervision", choices=["box", "mask"], default=None,
+                   help="box: boxes only (default); mask: full masks (reference model)")
+    t.add_argument("--config", type=Path, help="YAML/JSON config file (only the keys that differ)")
+    t.add_argument("--init", type=Path, help="start from these weights (fine-tuning); default: backbone init")
+    t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    t.add_argument("--steps", type=_positive_int, help="total training steps (overrides the config)")
+    t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None, help="default: auto")
+
+    e = sub.add_parser("evaluate", help="COCO AP with LIVECell's settings (or oracle-box mask IoU)",
+                       description="Evaluate weights on a COCO file; AP values are percentages (0-100).")
+    e.add_argument("--data", required=True, type=Path, help="COCO annotation JSON with ground truth")
+    e.add_argument("--images", required=True, type=Path, help="image folder")
+    e.add_argument("--out", required=True, type=Path, help="folder for metrics.json")
+    e.add_argument("--weights", type=Path, help="weights file (default: the shipped weights)")
+    e.add_argument("--oracle-boxes", action="store_true",
+                   help="give the GT boxes, report mean mask IoU with filled-box and ellipse baselines")
+    e.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+
+    p = sub.add_parser("predict", help="segment images; write label TIFFs, COCO and/or CSV",
+                       description="Segment every cell of the given images (files or folders).")
+    p.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE_OR_DIR")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--weights", type=Path, help="weights file (default: the shipped weights)")
+    p.add_argument("--format", default="tiff", help="comma-separated: tiff, coco, csv (default: tiff)")
+    p.add_argument("--tile", type=_positive_int, help="tile size for large images (px)")
+    p.add_argument("--overlap", type=_nonneg_int, default=128, help="tile overlap (px, default 128)")
+    p.add_argument("--score-threshold", type=float, default=0.5, help="minimum detection score (default 0.5)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+
+    x = sub.add_parser("export", help="export a run's weights for sharing (optionally half precision)",
+                       description="Write a weights file (model + config) from a run folder or checkpoint.")
+    x.add_argument("source", type=Path, help="run folder (its last.pt) or a checkpoint/weights file")
+    x.add_argument("--out", required=True, type=Path, help="weights file to write")
+    x.add_argument("--half", action="store_true", help="store float16 weights (half the size)")
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return f"cellboxify {__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verb is None:
+        parser.print_help()
+        return 0
+    try:
+        return {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export}[
+            args.verb
+        ](args)
+    except KeyboardInterrupt:
+        print("cellboxify: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # every expected input problem has a message; anything else still gets one line
+        if os.environ.get("CELLBOXIFY_DEBUG"):
+            raise
+        print(f"cellboxify {args.verb}: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+
+
+# ---- verbs ---------------------------------------------------------------------------------------------------
+def cmd_train(args) -> int:
+    from .config import CellBoxifyConfig
+    from .data.coco import CocoSource, load_coco
+    from .train import Trainer
+    from .progress import TqdmProgress
+
+    config = CellBoxifyConfig.load(args.config) if args.config else CellBoxifyConfig()
+    run_config = args.out / "config.json"
+    if args.resume and run_config.exists() and not args.config:
+        config = CellBoxifyConfig.load(run_config)  # a resumed run keeps the config it started with
+    if args.supervision:
+        config.loss.supervision = args.supervision
+    if args.steps:
+        config.train.steps = args.steps
+    if args.device:
+        config.train.device = args.device
+    config.validate()
+    coco = load_coco(args.data, args.images)
+    for reason, count in coco.skipped.items():
+        print(f"cellboxify train: skipped {count} annotation(s): {reason}", file=sys.stderr)
+    source = CocoSource(coco, config, with_masks=config.loss.supervision == "mask")
+    if len(source) == 0:
+        raise ValueError(f"{args.data} has no image with a usable box")
+    cancel = threading.Event()
+    progress = TqdmProgress(config.train.steps, disable=os.environ.get("RANK", "0") != "0")
+    trainer = Trainer(config, source, args.out, init_weights=args.init, callbacks=[progress], cancel=cancel)
+    if args.resume:
+        if trainer.resume():
+            print(f"cellboxify train: resumed at step {trainer.step}", file=sys.stderr)
+            progress.start_at(trainer.step)
+        else:
+            print("cellboxify train: no checkpoint to resume, starting fresh", file=sys.stderr)
+    try:
+        result = trainer.fit()
+    except KeyboardInterrupt:  # Ctrl-C: keep what was trained
+        trainer.save()
+        print(f"cellboxify train: interrupted at step {trainer.step}; checkpoint saved", file=sys.stderr)
+        return 130
+    finally:
+        progress.close()
+    if trainer.world > 1:
+        print(f"cellboxify train: rank {trainer.rank}/{trainer.world} finished {result.steps_done} steps",
+              file=sys.stderr)
+    if trainer.rank == 0:
+        print(f"trained {result.steps_done} steps in {result.wall_seconds:.0f} s; weights: {result.weights}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .data.coco import load_coco
+    from .evaluate import evaluate, oracle_box_iou
+    from .io_utils import atomic_write_text
+    from .predict import Predictor
+    from .progress import tqdm_callback
+
+    predictor = Predictor.from_weights(args.weights, device=args.device)
+    coco = load_coco(args.data, args.images)
+    with tqdm_callback(len(coco.images), "evaluate") as progress:
+        if args.oracle_boxes:
+            metrics = {"oracle_boxes": oracle_box_iou(predictor, coco, progress)}
+        else:
+            metrics = evaluate(predictor, coco, progress)
+    metrics["weights"] = str(args.weights) if args.weights else "default"
+    for line in format_metrics(metrics):
+        print(line)
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out / "metrics.json", json.dumps(metrics, indent=2))
+    return 0
+
+
+def format_metrics(metrics: dict) -> list[str]:
+    lines = []
+    if "oracle_boxes" in metrics:
+        o = metrics["oracle_boxes"]
+        lines.append(f"oracle-box mean mask IoU (model): {o['mean_iou_model']:.4f}")
+        lines.append(f"oracle-box mean mask IoU (filled box): {o['mean_iou_filled_box']:.4f}")
+        lines.append(f"oracle-box mean mask IoU (inscribed ellipse): {o['mean_iou_ellipse']:.4f}")
+        lines.append(f"cells: {o['num_cells']}")
+        return lines
+    for kind in ("bbox", "segm"):
+        for name, value in metrics[kind].items():
+            lines.append(f"{kind} {name} (0-100, maxDets 2000): {value:.2f}")
+    for cell, values in metrics.get("per_cell_type", {}).items():
+        lines.append(f"{cell}: bbox AP {values['bbox_AP']:.2f}  segm AP {values['segm_AP']:.2f}")
+    return lines
+
+
+def cmd_predict(args) -> int:
+    from .data.images import read_image
+    from .export import write_coco, write_label_tiff, write_measurements_csv
+    from .predict import Predictor, iter_image_files
+    from .progress import tqdm_callback
+
+    formats = {f.strip().lower() for f in args.format.split(",") if f.strip()}
+    unknown = formats - {"tiff", "coco", "csv"}
+    if unknown or not formats:
+        print(f"cellboxify predict: error: unknown --format {', '.join(sorted(unknown)) or args.format!r} "
+              "(choose from tiff, coco, csv)", file=sys.stderr)
+        return EXIT_USAGE
+    files = iter_image_files(args.inputs)
+    if not files:
+        raise ValueError("no image files found in the given inputs")
+    predictor = Predictor.from_weights(args.weights, device=args.device, score_threshold=args.score_threshold)
+    args.out.mkdir(parents=True, exist_ok=True)
+    coco_items, coco_scores = [], []
+    with tqdm_callback(len(files), "predict") as progress:
+        for i, path in enumerate(files):
+            image = read_image(path)
+            if args.tile:
+                pred = predictor.segment_tiled(image, tile=args.tile, overlap=args.overlap)
+            else:
+                pred = predictor.segment_image(image)
+            labels = pred.labels()
+            if "tiff" in formats:
+                write_label_tiff(args.out / f"{path.stem}_labels.tif", labels)
+            if "csv" in formats:
+                write_measurements_csv(args.out / f"{path.stem}_cells.csv", labels, image)
+            coco_items.append((path.name, labels))
+            coco_scores.append(dict(zip(pred.label_ids().tolist(), pred.scores.tolist())))
+            progress(i + 1, len(files))
+    if "coco" in formats:
+        write_coco(args.out / "predictions_coco.json", coco_items, coco_scores)
+    print(f"segmented {len(files)} image(s) into {args.out}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .checkpoint import config_from_checkpoint, read_checkpoint, save_weights
+    from .model import build_model
+    from .checkpoint import load_state
+
+    source = args.source / "last.pt" if args.source.is_dir() else args.source
+    data = read_checkpoint(source)
+    config = config_from_checkpoint(data, source)
+    model = build_model(config, load_pretrained=False)
+    load_state(model, data["model"], source)
+    save_weights(args.out, model, config, half=args.half, extra={"step": data.get("step")})
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

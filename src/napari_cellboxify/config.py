@@ -1,0 +1,257 @@
+"""One configuration object shared by the CLI, the napari widget and checkpoints.
+
+Defaults are the paper's values (CellBoxify on LIVECell, BoxSnake's losses) and are named, so that a config
+file only needs to list what differs. A checkpoint embeds ``CellBoxifyConfig.to_dict()`` so that it can rebuild
+its own model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONFIG_VERSION = 1
+
+
+class ConfigError(ValueError):
+    """A configuration value or file is not usable; the message names the key."""
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet50"  # resnet50 | resnet34 | resnet18 (lighter, for CPU work)
+    pretrained_backbone: bool = True  # ImageNet weights when they can be downloaded; falls back to random init
+    # "frozen_bn" goes with ImageNet weights (torchvision's default); "group" (GroupNorm) trains from scratch.
+    norm: str = "frozen_bn"
+    trainable_backbone_layers: int = 3  # as torchvision's reference with ImageNet weights; 5 from scratch
+    fpn_channels: int = 256
+    representation_size: int = 1024  # width of the two-layer box head
+    anchor_sizes: tuple[int, ...] = (8, 16, 32, 64, 128)  # one size per FPN level P2..P6
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0, 3.0, 4.0)
+    rpn_pre_nms_top_n_train: int = 2000
+    rpn_post_nms_top_n_train: int = 1000
+    rpn_pre_nms_top_n_test: int = 3000
+    rpn_post_nms_top_n_test: int = 3000
+    rpn_batch_size_per_image: int = 256
+    box_batch_size_per_image: int = 512
+    box_score_thresh: float = 0.05
+    box_nms_thresh: float = 0.5
+    detections_per_img: int = 2000
+    # polygon head
+    num_vertices: int = 64
+    refine_stages: int = 3
+    polygon_roi_size: int = 14
+    head_channels: int = 128
+    polygon_init: str = "ellipse"  # ellipse | box: the contour the refinement starts from, inside each box
+    # The network sees pixels at this scale (cells have a physical size; images are not resized to a fixed side).
+    image_scale: float = 1.0
+    paste_masks: bool = True  # also return full-resolution masks (N,1,H,W) bool beside the polygons
+    inference_chunk: int = 500  # RoIs per polygon-head call at inference (bounds memory with 2,000 detections)
+
+
+@dataclass
+class LossConfig:
+    supervision: str = "box"  # box (bbox only) | mask (full masks, the reference with the same net)
+    unary_weight: float = 1.0  # alpha
+    local_weight: float = 0.5  # beta
+    global_weight: float = 0.03  # gamma
+    local_kernel: int = 3
+    local_dilation: int = 2
+    # Neighbours count as "similar" when exp(-scale * |dI|) >= threshold, intensities in [0, 1].
+    local_similarity_scale: float = 10.0
+    local_similarity_threshold: float = 0.3
+    raster_size: int = 64
+    raster_padding: float = 4.0  # px added around the GT box for the crop the polygon is rasterised in
+    inv_smoothness: float = 0.1
+    # The paper warms the pairwise terms up over 10k of 90k iterations; we keep that fraction of any schedule.
+    pairwise_warmup_fraction: float = 0.11
+    max_polygon_rois_per_image: int = 64  # positives sampled for the polygon losses (bounds CPU cost)
+
+
+@dataclass
+class DataConfig:
+    clahe: bool = True
+    clahe_clip_limit: float = 0.01
+    # Training scales are shorter-side sizes relative to reference_size (LIVECell's 520 px), i.e. zoom factors.
+    train_sizes: tuple[int, ...] = (440, 480, 520, 580, 620)
+    reference_size: int = 520
+    hflip: bool = True
+    vflip: bool = True
+    rot90: bool = True
+    crop_size: int | None = 384  # random crops bound the per-step cost on CPU; None trains on whole images
+    min_box_size: float = 2.0  # boxes smaller than this (px, after crop) are dropped
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 20000
+    batch_size: int = 2
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    lr_drop_fractions: tuple[float, ...] = (0.75, 0.92)  # x0.1 at these fractions of the schedule
+    grad_clip: float = 10.0
+    amp: bool = True  # used on CUDA only
+    checkpoint_every: int = 500
+    log_every: int = 10
+    seed: int = 0
+    num_workers: int = 0
+    device: str = "auto"  # auto | cpu | cuda | mps
+
+
+@dataclass
+class CellBoxifyConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    version: int = CONFIG_VERSION
+
+    # --- (de)serialisation -------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CellBoxifyConfig":
+        if not isinstance(data, dict):
+            raise ConfigError(f"config must be a mapping, got {type(data).__name__}")
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name == "version" or f.name not in data:
+                continue
+            kwargs[f.name] = _section_from_dict(f.name, _SECTIONS[f.name], data[f.name])
+        config = cls(**kwargs)
+        config.validate()
+        return config
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        text = _dump(self.to_dict(), path.suffix)
+        from .io_utils import atomic_write_text
+
+        atomic_write_text(path, text)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "CellBoxifyConfig":
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+        try:
+            if path.suffix.lower() in (".yaml", ".yml"):
+                import yaml
+
+                data = yaml.safe_load(text)
+            else:
+                data = json.loads(text)
+        except Exception as exc:  # yaml and json raise different types; both mean "not parseable"
+            raise ConfigError(f"config file {path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}") from None
+        return cls.from_dict(data or {})
+
+    def validate(self) -> None:
+        m, lo, d, t = self.model, self.loss, self.data, self.train
+        checks = [
+            (m.backbone in ("resnet50", "resnet34", "resnet18"), "model.backbone must be resnet50, resnet34 or resnet18"),
+            (m.norm in ("frozen_bn", "group"), "model.norm must be frozen_bn or group"),
+            (0 <= m.trainable_backbone_layers <= 5, "model.trainable_backbone_layers must be 0..5"),
+            (len(m.anchor_sizes) == 5, "model.anchor_sizes needs one size per FPN level (5)"),
+            (m.num_vertices >= 8, "model.num_vertices must be >= 8"),
+            (m.polygon_init in ("ellipse", "box"), "model.polygon_init must be ellipse or box"),
+            (m.image_scale > 0, "model.image_scale must be > 0"),
+            (m.detections_per_img > 0, "model.detections_per_img must be > 0"),
+            (lo.supervision in ("box", "mask"), "loss.supervision must be box or mask"),
+            (lo.raster_size >= 8, "loss.raster_size must be >= 8"),
+            (lo.inv_smoothness > 0, "loss.inv_smoothness must be > 0"),
+            (d.crop_size is None or d.crop_size >= 32, "data.crop_size must be None or >= 32"),
+            (len(d.train_sizes) > 0, "data.train_sizes must not be empty"),
+            (t.steps > 0, "train.steps must be > 0"),
+            (t.batch_size > 0, "train.batch_size must be > 0"),
+            (t.lr > 0, "train.lr must be > 0"),
+            (t.device in ("auto", "cpu", "cuda", "mps"), "train.device must be auto, cpu, cuda or mps"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+
+_SECTIONS = {"model": ModelConfig, "loss": LossConfig, "data": DataConfig, "train": TrainConfig}
+
+
+def _section_from_dict(name: str, cls: type, data: Any) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section '{name}' must be a mapping")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise ConfigError(f"unknown key(s) in '{name}': {', '.join(sorted(unknown))}")
+    defaults = cls()
+    out = {}
+    for key, value in data.items():
+        default = getattr(defaults, key)
+        out[key] = _coerce(f"{name}.{key}", value, default)
+    return cls(**out)
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """Convert JSON/YAML values to the type of the default (lists -> tuples), naming the key on mismatch."""
+    if value is None:
+        return None
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list")
+        kind = type(default[0]) if default else float
+        try:
+            return tuple(kind(v) for v in value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key} must be a list of {kind.__name__}") from None
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false")
+        return value
+    if isinstance(default, (int, float)) and default is not None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number")
+        if isinstance(default, int) and not isinstance(default, bool):
+            if float(value) != int(value):
+                raise ConfigError(f"{key} must be an integer")
+            return int(value)
+        return float(value)
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ConfigError(f"{key} must be a string")
+    return value
+
+
+def _dump(data: dict[str, Any], suffix: str) -> str:
+    if suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        return yaml.safe_dump(json.loads(json.dumps(data)), sort_keys=False)
+    return json.dumps(data, indent=2)
+
+
+def small_cpu_config(**train_overrides: Any) -> CellBoxifyConfig:
+    """A light configuration for tests, demos and CPU fine-tuning: ResNet-18 trunk, narrow FPN and heads."""
+    config = CellBoxifyConfig()
+    config.model.backbone = "resnet18"
+    config.model.pretrained_backbone = False
+    config.model.norm = "group"
+    config.model.trainable_backbone_layers = 5
+    config.model.fpn_channels = 64
+    config.model.representation_size = 256
+    config.model.head_channels = 64
+    config.model.rpn_pre_nms_top_n_train = 600
+    config.model.rpn_post_nms_top_n_train = 300
+    config.model.rpn_pre_nms_top_n_test = 1000
+    config.model.rpn_post_nms_top_n_test = 500
+    config.model.box_batch_size_per_image = 128
+    config.model.detections_per_img = 300
+    config.loss.max_polygon_rois_per_image = 32
+    for key, value in train_overrides.items():
+        setattr(config.train, key, value)
+    return config

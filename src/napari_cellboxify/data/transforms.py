@@ -1,0 +1,152 @@
+"""Image normalisation (any microscope image -> float gray in [0, 1], CLAHE) and training augmentations.
+
+Augmentations act on a gray image (H, W), boxes (N, 4) XYXY and optional masks (N, H, W) together, so boxes
+follow every transform.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from skimage import exposure
+
+from ..config import DataConfig
+
+
+class ImageError(ValueError):
+    """An image that cannot be used as it is; the message says why."""
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """2-D, RGB (H, W, 3) or RGBA (H, W, 4) -> (H, W) float64. Stacks must be sliced by the caller."""
+    image = np.asarray(image)
+    if image.dtype == bool:
+        image = image.astype(np.uint8)
+    if not (np.issubdtype(image.dtype, np.number)):
+        raise ImageError(f"image has non-numeric dtype {image.dtype}")
+    if image.ndim == 3 and image.shape[-1] in (3, 4):
+        image = image[..., :3].astype(np.float64) @ np.array([0.2125, 0.7154, 0.0721])  # luminance, alpha dropped
+    elif image.ndim == 3 and image.shape[0] == 1:
+        image = image[0]
+    elif image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim != 2:
+        raise ImageError(
+            f"expected a 2-D image (or RGB/RGBA), got shape {tuple(image.shape)}: choose one frame/slice of a stack"
+        )
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ImageError(f"image is empty (shape {tuple(image.shape)})")
+    return image.astype(np.float64, copy=False)
+
+
+def normalize_image(image: np.ndarray, clahe: bool = True, clip_limit: float = 0.01) -> np.ndarray:
+    """Any 2-D/RGB image -> float32 (H, W) in [0, 1]: robust percentile scaling, then CLAHE.
+
+    8/16-bit, float (NaN/inf replaced), RGB(A) and constant images are handled the same way; a constant image
+    becomes zeros. Percentiles (0.1, 99.9) make 8-bit and 16-bit recordings of the same scene look alike.
+    """
+    gray = to_gray(image)
+    finite = np.isfinite(gray)
+    if not finite.all():
+        fill = float(np.median(gray[finite])) if finite.any() else 0.0
+        gray = np.where(finite, gray, fill)
+    lo, hi = np.percentile(gray, (0.1, 99.9))
+    if hi - lo <= 1e-12:
+        lo, hi = float(gray.min()), float(gray.max())
+    if hi - lo <= 1e-12:
+        return np.zeros(gray.shape, dtype=np.float32)
+    gray = np.clip((gray - lo) / (hi - lo), 0.0, 1.0)
+    if clahe and min(gray.shape) >= 8:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # skimage warns on precision loss for float input; harmless here
+            gray = exposure.equalize_adapthist(gray, clip_limit=clip_limit)
+    return gray.astype(np.float32)
+
+
+def to_model_input(gray: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(H, W) float in [0, 1] -> (3, H, W) float32 tensor (gray repeated: ImageNet-style backbones take RGB)."""
+    t = torch.as_tensor(np.ascontiguousarray(gray), dtype=torch.float32)
+    return t[None].expand(3, -1, -1).contiguous()
+
+
+def _resize(array: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndarray:
+    t = torch.from_numpy(np.ascontiguousarray(array)).float()
+    t = t[None] if t.dim() == 3 else t[None, None]
+    mode = "nearest" if nearest else "bilinear"
+    out = F.interpolate(t, size=size, mode=mode, align_corners=False if not nearest else None)
+    return out[0].numpy() if array.ndim == 3 else out[0, 0].numpy()
+
+
+def random_scale_crop(image, boxes, masks, rng: np.random.Generator, config: DataConfig):
+    """Zoom by a random training size / reference size, then take a random crop of ``crop_size``.
+
+    The crop window is chosen in the source frame and only that window is resized, so memory stays bounded
+    for images with hundreds of masks. Boxes are clipped to the window; tiny leftovers are dropped later.
+    """
+    h, w = image.shape
+    scale = float(rng.choice(config.train_sizes)) / config.reference_size
+    crop = config.crop_size
+    if crop is None:
+        win_h, win_w, y0, x0 = h, w, 0, 0
+    else:
+        win_h, win_w = min(h, int(round(crop / scale))), min(w, int(round(crop / scale)))
+        y0 = int(rng.integers(0, h - win_h + 1))
+        x0 = int(rng.integers(0, w - win_w + 1))
+    out_h, out_w = max(1, int(round(win_h * scale))), max(1, int(round(win_w * scale)))
+    image = image[y0 : y0 + win_h, x0 : x0 + win_w]
+    image = _resize(image, (out_h, out_w), nearest=False) if (out_h, out_w) != image.shape else image.copy()
+    sx, sy = out_w / win_w, out_h / win_h
+    boxes = boxes.copy()
+    boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]] - x0, 0, win_w) * sx
+    boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]] - y0, 0, win_h) * sy
+    if masks is not None:
+        masks = masks[:, y0 : y0 + win_h, x0 : x0 + win_w]
+        if (out_h, out_w) != masks.shape[1:] and len(masks):
+            masks = _resize(masks.astype(np.float32), (out_h, out_w), nearest=True).astype(np.uint8)
+        elif not len(masks):
+            masks = np.zeros((0, out_h, out_w), dtype=np.uint8)
+    return image, boxes, masks
+
+
+def flip_rotate(image, boxes, masks, rng: np.random.Generator, config: DataConfig):
+    """Random horizontal/vertical flips and 90-degree rotations (cells have no preferred orientation)."""
+    h, w = image.shape
+    boxes = boxes.copy()
+    if config.hflip and rng.random() < 0.5:
+        image = image[:, ::-1]
+        boxes[:, [0, 2]] = w - boxes[:, [2, 0]]
+        masks = masks[:, :, ::-1] if masks is not None else None
+    if config.vflip and rng.random() < 0.5:
+        image = image[::-1, :]
+        boxes[:, [1, 3]] = h - boxes[:, [3, 1]]
+        masks = masks[:, ::-1, :] if masks is not None else None
+    if config.rot90 and rng.random() < 0.5:
+        image, boxes, masks = rotate90(image, boxes, masks)
+    masks = np.ascontiguousarray(masks) if masks is not None else None
+    return np.ascontiguousarray(image), boxes, masks
+
+
+def rotate90(image, boxes, masks):
+    """Rotate by 90 degrees counter-clockwise (np.rot90): pixel (r, c) -> (W-1-c, r)."""
+    h, w = image.shape
+    image = np.rot90(image)
+    x1, y1, x2, y2 = boxes.T
+    boxes = np.stack([y1, w - x2, y2, w - x1], axis=1) if len(boxes) else boxes
+    masks = np.rot90(masks, axes=(1, 2)) if masks is not None else None
+    return image, boxes, masks
+
+
+def drop_small(boxes, masks, min_size: float):
+    keep = ((boxes[:, 2] - boxes[:, 0]) >= min_size) & ((boxes[:, 3] - boxes[:, 1]) >= min_size)
+    return boxes[keep], (masks[keep] if masks is not None else None), keep
+
+
+def augment(image, boxes, masks, rng: np.random.Generator, config: DataConfig):
+    """The full training augmentation: zoom + crop, flips, rotations; boxes smaller than min_box_size dropped."""
+    image, boxes, masks = random_scale_crop(image, boxes.astype(np.float32), masks, rng, config)
+    image, boxes, masks = flip_rotate(image, boxes, masks, rng, config)
+    boxes, masks, _ = drop_small(boxes, masks, config.min_box_size)
+    return image, boxes, masks

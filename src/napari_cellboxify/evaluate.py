@@ -1,0 +1,132 @@
+"""Evaluation with LIVECell's COCO settings, per-cell-type AP, and the oracle-box mask IoU.
+
+LIVECell adjusts COCO for dense, small objects: up to 2,000 detections per image and cell-sized area ranges
+(small < 324 px^2, medium 324-961 px^2, large > 961 px^2). AP, AP50, AP75 and AP by size are reported at
+maxDets = 2000. AP values here are percentages (0-100).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .data.coco import CocoFile, load_coco
+from .data.images import read_image
+from .geometry import box_inscribed_ellipse, box_polygon, mask_iou, polygon_to_mask
+from .predict import Prediction, Predictor
+
+MAX_DETS = [100, 500, 2000]
+AREA_RANGES = {"all": [0, 1e10], "small": [0, 324], "medium": [324, 961], "large": [961, 1e10]}
+STAT_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
+
+
+def cell_type(file_name: str) -> str | None:
+    """LIVECell names start with the cell line: ``A172_Phase_C7_1_...`` -> ``A172``."""
+    stem = Path(file_name).name
+    return stem.split("_Phase")[0] if "_Phase" in stem else None
+
+
+def coco_eval(gt, detections: list[dict], iou_type: str, image_ids: list[int] | None = None) -> dict[str, float]:
+    """Run COCOeval with LIVECell's parameters; returns AP, AP50, AP75, APs, APm, APl (0-100) at maxDets 2000."""
+    from pycocotools.cocoeval import COCOeval
+
+    if not detections:
+        return {name: 0.0 for name in STAT_NAMES}
+    with contextlib.redirect_stdout(io.StringIO()):
+        dt = gt.loadRes(detections)
+        ev = COCOeval(gt, dt, iou_type)
+        ev.params.maxDets = MAX_DETS
+        ev.params.areaRng = list(AREA_RANGES.values())
+        ev.params.areaRngLbl = list(AREA_RANGES)
+        if image_ids is not None:
+            ev.params.imgIds = image_ids
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()  # uses maxDets[-1] (2000) for every AP line
+    return {name: float(max(ev.stats[i], 0.0) * 100) for i, name in enumerate(STAT_NAMES)}
+
+
+def prediction_to_coco(pred: Prediction, image_id: int) -> list[dict]:
+    """Detections in COCO result format, masks as RLE (pycocotools), one entry per instance."""
+    from pycocotools import mask as mask_utils
+
+    out = []
+    h, w = pred.shape
+    for poly, box, score in zip(pred.polygons_xy, pred.boxes_xyxy, pred.scores):
+        mask = np.asfortranarray(polygon_to_mask(poly, (h, w)).astype(np.uint8))
+        rle = mask_utils.encode(mask)
+        rle["counts"] = rle["counts"].decode("ascii")
+        x1, y1, x2, y2 = (float(v) for v in box)
+        out.append({"image_id": image_id, "category_id": 1, "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "score": float(score), "segmentation": rle})
+    return out
+
+
+def evaluate_detections(coco: CocoFile, detections: list[dict]) -> dict:
+    """bbox and segm metrics overall and per cell type."""
+    gt = coco.pycocotools()
+    for ann in gt.dataset["annotations"]:  # COCOeval needs an area per GT; LIVECell's is the polygon area
+        ann.setdefault("area", ann["bbox"][2] * ann["bbox"][3])
+    metrics: dict = {"bbox": coco_eval(gt, detections, "bbox"), "segm": coco_eval(gt, detections, "segm")}
+    types: dict[str, list[int]] = {}
+    for image in coco.images:
+        kind = cell_type(image.file_name)
+        if kind:
+            types.setdefault(kind, []).append(image.id)
+    if types:
+        metrics["per_cell_type"] = {
+            kind: {"bbox_AP": coco_eval(gt, detections, "bbox", ids)["AP"],
+                   "segm_AP": coco_eval(gt, detections, "segm", ids)["AP"]}
+            for kind, ids in sorted(types.items())
+        }
+    return metrics
+
+
+def evaluate(predictor: Predictor, coco: CocoFile, progress: Callable[[int, int], None] | None = None,
+             score_threshold: float = 0.05) -> dict:
+    """Segment every image of ``coco`` and score the result against its annotations."""
+    detections = []
+    for i, image in enumerate(coco.images):
+        pred = predictor.segment_image(read_image(image.path), score_threshold=score_threshold)
+        detections += prediction_to_coco(pred, image.id)
+        if progress:
+            progress(i + 1, len(coco.images))
+    metrics = evaluate_detections(coco, detections)
+    metrics["num_images"] = len(coco.images)
+    metrics["num_detections"] = len(detections)
+    return metrics
+
+
+def oracle_box_iou(predictor: Predictor, coco: CocoFile, progress: Callable[[int, int], None] | None = None) -> dict:
+    """Mean mask IoU when the GT boxes are given, beside the filled-box and inscribed-ellipse baselines."""
+    gt = coco.pycocotools()
+    ious = {"model": [], "filled_box": [], "ellipse": []}
+    for i, image in enumerate(coco.images):
+        anns = [a for a in gt.loadAnns(gt.getAnnIds(imgIds=[image.id])) if a.get("segmentation")]
+        if not anns:
+            continue
+        pixels = read_image(image.path)
+        boxes = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+                          for a in anns], dtype=np.float32)
+        pred = predictor.segment_boxes(pixels, boxes)
+        shape = pred.shape
+        for ann, box, poly in zip(anns, boxes, pred.polygons_xy):
+            truth = gt.annToMask(ann).astype(bool)
+            if truth.shape != shape:
+                raise ValueError(f"{image.file_name}: annotation masks are {truth.shape}, the image is {shape}")
+            ious["model"].append(mask_iou(polygon_to_mask(poly, shape), truth))
+            ious["filled_box"].append(mask_iou(polygon_to_mask(box_polygon(box), shape), truth))
+            ious["ellipse"].append(mask_iou(polygon_to_mask(box_inscribed_ellipse(box), shape), truth))
+        if progress:
+            progress(i + 1, len(coco.images))
+    return {f"mean_iou_{k}": float(np.mean(v)) if v else float("nan") for k, v in ious.items()} | {
+        "num_cells": len(ious["model"])
+    }
+
+
+def load_eval_data(annotations: str | Path, images_dir: str | Path) -> CocoFile:
+    return load_coco(annotations, images_dir)

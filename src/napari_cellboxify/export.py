@@ -1,0 +1,101 @@
+"""Exports of a prediction: label TIFF, COCO (RLE through pycocotools), per-cell measurements CSV.
+
+Every writer publishes atomically (temporary file + os.replace): an interrupted export leaves the previous
+file intact, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .io_utils import atomic_write_text, atomic_write_with
+
+MEASUREMENTS = ("label", "area", "perimeter", "centroid", "eccentricity", "intensity_mean")
+
+
+def write_label_tiff(path: str | Path, labels: np.ndarray) -> Path:
+    """Write a label image (uint16 if the ids fit, else uint32) as a compressed TIFF."""
+    import tifffile
+
+    labels = np.asarray(labels)
+    dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
+    atomic_write_with(path, lambda tmp: tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib"), ".tif")
+    return Path(path)
+
+
+def labels_to_coco_annotations(labels: np.ndarray, image_id: int, start_id: int = 1,
+                               scores: dict[int, float] | None = None) -> list[dict]:
+    """One COCO annotation (RLE segmentation, bbox XYWH, area) per label of a label image."""
+    from pycocotools import mask as mask_utils
+    from scipy import ndimage
+
+    anns = []
+    ids = np.unique(labels)
+    ids = ids[ids != 0]
+    slices = ndimage.find_objects(labels.astype(np.int64))
+    for k, label in enumerate(ids):
+        full = np.zeros(labels.shape, dtype=np.uint8, order="F")
+        sl = slices[int(label) - 1]
+        full[sl] = labels[sl] == label
+        rle = mask_utils.encode(full)
+        rle["counts"] = rle["counts"].decode("ascii")
+        ann = {
+            "id": start_id + k,
+            "image_id": image_id,
+            "category_id": 1,
+            "segmentation": rle,
+            "area": float(mask_utils.area(rle)),
+            "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+            "iscrowd": 0,
+            "label": int(label),
+        }
+        if scores is not None and int(label) in scores:
+            ann["score"] = float(scores[int(label)])
+        anns.append(ann)
+    return anns
+
+
+def write_coco(path: str | Path, images: Sequence[tuple[str, np.ndarray]], scores: Sequence[dict] | None = None) -> Path:
+    """COCO file for ``[(file_name, label_image), ...]`` with RLE segmentations."""
+    coco = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "cell"}]}
+    next_id = 1
+    for i, (name, labels) in enumerate(images, start=1):
+        coco["images"].append({"id": i, "file_name": name, "height": int(labels.shape[0]), "width": int(labels.shape[1])})
+        anns = labels_to_coco_annotations(labels, i, next_id, scores[i - 1] if scores else None)
+        coco["annotations"] += anns
+        next_id += len(anns)
+    atomic_write_text(path, json.dumps(coco))
+    return Path(path)
+
+
+def measurements(labels: np.ndarray, intensity: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per-cell measurements from skimage's regionprops_table (area, perimeter, centroid, eccentricity, mean)."""
+    from skimage.measure import regionprops_table
+
+    props = list(MEASUREMENTS)
+    if intensity is None:
+        props.remove("intensity_mean")
+    elif intensity.ndim == 3:  # RGB: measure luminance
+        from .data.transforms import to_gray
+
+        intensity = to_gray(intensity)
+    return regionprops_table(labels.astype(np.int64), intensity_image=intensity, properties=props)
+
+
+def write_measurements_csv(path: str | Path, labels: np.ndarray, intensity: np.ndarray | None = None) -> Path:
+    table = measurements(labels, intensity)
+    names = {"centroid-0": "centroid_y", "centroid-1": "centroid_x", "intensity_mean": "mean_intensity"}
+    columns = list(table)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow([names.get(c, c) for c in columns])
+    for row in zip(*(table[c] for c in columns)):
+        writer.writerow([int(v) if isinstance(v, (np.integer,)) else (f"{v:.4f}" if isinstance(v, float | np.floating) else v) for v in row])
+    atomic_write_text(path, buffer.getvalue())
+    return Path(path)

@@ -1,0 +1,45 @@
+"""Loss terms of CellBoxify (each a small pure function) and how they are combined."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from ..config import LossConfig
+from .mask import mask_loss
+from .pairwise import global_pairwise_loss, local_pairwise_loss
+from .rasterize import soft_rasterize, soft_rasterize_logits
+from .unary import unary_loss
+
+__all__ = [
+    "combine_losses",
+    "global_pairwise_loss",
+    "local_pairwise_loss",
+    "mask_loss",
+    "pairwise_warmup",
+    "soft_rasterize",
+    "soft_rasterize_logits",
+    "unary_loss",
+]
+
+POLYGON_TERMS = ("loss_unary", "loss_local", "loss_global", "loss_mask")
+
+
+def pairwise_warmup(step: int, total_steps: int, fraction: float) -> float:
+    """Linear ramp 0 -> 1 of the pairwise weights over ``fraction`` of the schedule (BoxInst/BoxSnake)."""
+    warm = max(1.0, fraction * total_steps)
+    return min(1.0, (step + 1) / warm)
+
+
+def combine_losses(losses: dict[str, Tensor], config: LossConfig, step: int, total_steps: int) -> Tensor:
+    """``L = det + alpha*L_unary + ramp*(beta*L_local + gamma*L_global)`` (+ L_mask in full-mask mode).
+
+    Detection terms from torchvision (RPN, box head) enter with weight 1.
+    """
+    ramp = pairwise_warmup(step, total_steps, config.pairwise_warmup_fraction)
+    weights = {
+        "loss_unary": config.unary_weight,
+        "loss_local": config.local_weight * ramp,
+        "loss_global": config.global_weight * ramp,
+        "loss_mask": 1.0,
+    }
+    return sum(value * weights.get(name, 1.0) for name, value in losses.items())

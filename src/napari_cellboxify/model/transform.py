@@ -1,0 +1,50 @@
+"""Normalise/batch images and map results back: torchvision's transform with a fixed zoom instead of a fixed side.
+
+Cells have a physical size, so images are not resized to a fixed shorter side: the network sees pixels at
+``image_scale`` (multiscale training zooms in the data pipeline). Results come back as boxes and polygons in the
+input image's frame, plus full-resolution masks rasterised from the polygons when ``paste_masks`` is set.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
+
+from ..geometry import polygons_to_masks
+
+
+class CellTransform(GeneralizedRCNNTransform):
+    def __init__(self, image_scale: float, image_mean, image_std, paste_masks: bool = True):
+        super().__init__(min_size=1, max_size=1, image_mean=image_mean, image_std=image_std)
+        self.image_scale = float(image_scale)
+        self.paste_masks = paste_masks
+
+    def resize(self, image: Tensor, target: dict[str, Tensor] | None = None):
+        if self.image_scale == 1.0:
+            return image, target
+        h, w = image.shape[-2:]
+        image = F.interpolate(image[None], scale_factor=self.image_scale, mode="bilinear", align_corners=False)[0]
+        if target is not None:
+            target["boxes"] = resize_boxes(target["boxes"], (h, w), image.shape[-2:])
+            if "masks" in target:
+                masks = target["masks"][:, None].float()
+                target["masks"] = F.interpolate(masks, size=image.shape[-2:], mode="nearest")[:, 0].byte()
+        return image, target
+
+    def postprocess(self, result, image_shapes, original_image_sizes):
+        if self.training:
+            return result
+        for pred, im_s, o_im_s in zip(result, image_shapes, original_image_sizes):
+            pred["boxes"] = resize_boxes(pred["boxes"], im_s, o_im_s)
+            ratio = torch.tensor(
+                [o_im_s[1] / im_s[1], o_im_s[0] / im_s[0]], dtype=pred["polygons"].dtype, device=pred["polygons"].device
+            )
+            pred["polygons"] = pred["polygons"] * ratio
+            if self.paste_masks:
+                polys = pred["polygons"].detach().float().cpu().numpy()
+                masks = polygons_to_masks(polys, (int(o_im_s[0]), int(o_im_s[1])))
+                pred["masks"] = torch.from_numpy(np.ascontiguousarray(masks[:, None])).to(pred["boxes"].device)
+        return result

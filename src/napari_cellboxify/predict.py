@@ -1,0 +1,198 @@
+"""The Predictor: a loaded model that answers "segment this image / these boxes / this stack / these tiles".
+
+It knows nothing of napari. Images go in as numpy arrays (2-D, RGB(A), any dtype); results come out as a
+``Prediction`` of polygons in image coordinates, boxes (XYXY), scores, and helpers for label images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from torchvision.ops import nms
+
+from .config import CellBoxifyConfig
+from .data.transforms import normalize_image, to_model_input
+from .device import pick_device
+from .geometry import polygons_to_labels, polygons_to_masks
+
+
+@dataclass
+class Prediction:
+    """Instances found in one 2-D image; all coordinates are (x, y) in that image's pixel frame."""
+
+    polygons_xy: np.ndarray  # (N, V, 2) float32
+    boxes_xyxy: np.ndarray  # (N, 4) float32
+    scores: np.ndarray  # (N,) float32, 1.0 for user-given boxes
+    shape: tuple[int, int]  # (H, W) of the image
+    ids: np.ndarray | None = None  # label of each instance (default 1..N)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def label_ids(self) -> np.ndarray:
+        return np.arange(1, len(self) + 1) if self.ids is None else self.ids
+
+    def labels(self) -> np.ndarray:
+        """(H, W) label image (uint16, or uint32 past 65,535 cells); overlaps go to the higher score."""
+        return polygons_to_labels(self.polygons_xy, self.shape, self.scores, self.label_ids())
+
+    def masks(self) -> np.ndarray:
+        return polygons_to_masks(self.polygons_xy, self.shape)
+
+    def select(self, keep: np.ndarray) -> "Prediction":
+        ids = None if self.ids is None else self.ids[keep]
+        return Prediction(self.polygons_xy[keep], self.boxes_xyxy[keep], self.scores[keep], self.shape, ids)
+
+    @staticmethod
+    def empty(shape: tuple[int, int], num_vertices: int = 64) -> "Prediction":
+        return Prediction(
+            np.zeros((0, num_vertices, 2), np.float32), np.zeros((0, 4), np.float32), np.zeros(0, np.float32), shape
+        )
+
+
+class Predictor:
+    """Holds a model on a device and segments images.
+
+    Args:
+        model: a ``CellBoxify`` (``checkpoint.load_model`` or ``Predictor.from_weights`` build one).
+        score_threshold: detections below this score are dropped by ``segment_image``.
+        max_detections: cap on instances per image (the model's ``detections_per_img`` by default).
+    """
+
+    def __init__(self, model, device: str | torch.device = "auto", score_threshold: float = 0.5,
+                 max_detections: int | None = None):
+        self.device = pick_device(device) if isinstance(device, str) else torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.model.transform.paste_masks = False  # the Predictor rasterises polygons itself, only when asked
+        self.config: CellBoxifyConfig = model.config
+        self.score_threshold = score_threshold
+        self.max_detections = max_detections
+
+    @classmethod
+    def from_weights(cls, path: str | Path | None = None, device: str = "auto", **kwargs) -> "Predictor":
+        """Load ``path`` (or the shipped default weights when None)."""
+        from .checkpoint import load_model
+        from .weights import default_weights_path
+
+        path = default_weights_path() if path is None else Path(path)
+        model, _ = load_model(path, "cpu")
+        return cls(model, device, **kwargs)
+
+    # ------------------------------------------------------------------------------------------------------
+    def prepare(self, image: np.ndarray) -> torch.Tensor:
+        d = self.config.data
+        return to_model_input(normalize_image(image, d.clahe, d.clahe_clip_limit)).to(self.device)
+
+    def segment_image(self, image: np.ndarray, score_threshold: float | None = None,
+                      max_detections: int | None = None) -> Prediction:
+        """Detect and segment every cell of a 2-D (or RGB) image; the best ``max_detections`` are kept."""
+        d = self.config.data
+        pred = self._segment_normalised(normalize_image(image, d.clahe, d.clahe_clip_limit), score_threshold)
+        limit = max_detections or self.max_detections
+        if limit is not None and len(pred) > limit:
+            pred = pred.select(np.argsort(-pred.scores, kind="stable")[:limit])
+        return pred
+
+    @torch.no_grad()
+    def segment_boxes(self, image: np.ndarray, boxes_xyxy: np.ndarray, ids: np.ndarray | None = None) -> Prediction:
+        """One polygon per given box (user-drawn or ground-truth boxes), in the order given."""
+        boxes = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4)
+        tensor = self.prepare(image)
+        shape = tuple(tensor.shape[-2:])
+        if len(boxes) == 0:
+            return Prediction.empty(shape, self.config.model.num_vertices)
+        polys = self.model.segment_boxes([tensor], [torch.from_numpy(boxes).to(self.device)])[0]
+        return Prediction(polys.float().cpu().numpy(), boxes, np.ones(len(boxes), np.float32), shape, ids)
+
+    def segment_stack(self, stack: np.ndarray, progress: Callable[[int, int], None] | None = None,
+                      **kwargs) -> list[Prediction]:
+        """Segment each plane of a (T/Z, H, W[, C]) stack independently."""
+        results = []
+        for i, plane in enumerate(stack):
+            results.append(self.segment_image(plane, **kwargs))
+            if progress:
+                progress(i + 1, len(stack))
+        return results
+
+    def segment_tiled(self, image: np.ndarray, tile: int = 1024, overlap: int = 128,
+                      progress: Callable[[int, int], None] | None = None, **kwargs) -> Prediction:
+        """Segment a large image tile by tile; instances are merged across tiles without duplicates.
+
+        Each tile keeps only the instances whose box centre falls in its *core* (the tile minus half the
+        overlap on sides shared with a neighbour), so a cell cut by one tile is taken from the tile that sees it
+        whole; a final NMS removes what is left of duplicates. ``overlap`` should exceed the largest cell.
+        """
+        gray = np.asarray(image)
+        h, w = gray.shape[:2]
+        if h <= tile and w <= tile:
+            return self.segment_image(image, **kwargs)
+        if overlap * 2 >= tile:
+            raise ValueError(f"overlap ({overlap}) must be less than half the tile size ({tile})")
+        step = tile - overlap
+        ys = _tile_starts(h, tile, step)
+        xs = _tile_starts(w, tile, step)
+        # normalise once over the whole image so that tiles share one contrast stretch
+        d = self.config.data
+        norm = normalize_image(image, d.clahe, d.clahe_clip_limit)
+        parts = []
+        total, done = len(ys) * len(xs), 0
+        for y0 in ys:
+            for x0 in xs:
+                crop = norm[y0 : y0 + tile, x0 : x0 + tile]
+                pred = self._segment_normalised(crop, kwargs.get("score_threshold"))
+                cy = (pred.boxes_xyxy[:, 1] + pred.boxes_xyxy[:, 3]) / 2 + y0
+                cx = (pred.boxes_xyxy[:, 0] + pred.boxes_xyxy[:, 2]) / 2 + x0
+                core_y0 = y0 + (overlap / 2 if y0 > 0 else 0)
+                core_x0 = x0 + (overlap / 2 if x0 > 0 else 0)
+                core_y1 = y0 + crop.shape[0] - (overlap / 2 if y0 + tile < h else 0)
+                core_x1 = x0 + crop.shape[1] - (overlap / 2 if x0 + tile < w else 0)
+                keep = (cy >= core_y0) & (cy < core_y1) & (cx >= core_x0) & (cx < core_x1)
+                offset = np.array([x0, y0], np.float32)
+                parts.append((pred.polygons_xy[keep] + offset, pred.boxes_xyxy[keep] + np.tile(offset, 2),
+                              pred.scores[keep]))
+                done += 1
+                if progress:
+                    progress(done, total)
+        polys = np.concatenate([p[0] for p in parts])
+        boxes = np.concatenate([p[1] for p in parts])
+        scores = np.concatenate([p[2] for p in parts])
+        merged = Prediction(polys, boxes, scores, (h, w))
+        if len(merged):
+            keep = nms(torch.from_numpy(boxes), torch.from_numpy(scores), self.config.model.box_nms_thresh).numpy()
+            merged = merged.select(np.sort(keep))
+        return merged
+
+    @torch.no_grad()
+    def _segment_normalised(self, norm: np.ndarray, score_threshold: float | None = None) -> Prediction:
+        shape = tuple(norm.shape)
+        if min(shape) < 8:  # too small to hold a cell at any scale the network sees
+            return Prediction.empty(shape, self.config.model.num_vertices)
+        out = self.model([to_model_input(norm).to(self.device)])[0]
+        threshold = self.score_threshold if score_threshold is None else score_threshold
+        keep = out["scores"] >= threshold
+        return Prediction(out["polygons"][keep].float().cpu().numpy(), out["boxes"][keep].float().cpu().numpy(),
+                          out["scores"][keep].float().cpu().numpy(), shape)
+
+
+def _tile_starts(length: int, tile: int, step: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, step))
+    starts.append(length - tile)  # last tile flush with the edge
+    return sorted(set(starts))
+
+
+def iter_image_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Expand files and folders into the image files they name (sorted), for ``cellboxify predict``."""
+    suffixes = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp"}
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(f for f in p.iterdir() if f.suffix.lower() in suffixes and f.is_file())
+        else:
+            out.append(p)
+    return out

@@ -1,0 +1,93 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import tiny_config, write_synthetic_coco
+
+
+def _cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "napari_cellboxify.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("verb", ["train", "evaluate", "predict", "export"])
+def test_every_verb_documents_its_options(verb):
+    result = _cli(verb, "--help")
+    assert result.returncode == 0
+    assert "--out" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "--data", "x.json"],
+        ["train", "--data", "a", "--images", "b", "--out", "c", "--steps", "-3"],
+        ["train", "--data", "a", "--images", "b", "--out", "c", "--supervision", "points"],
+        ["predict", "img.tif", "--out", "o", "--tile", "zero"],
+        ["frobnicate"],
+    ],
+)
+def test_bad_arguments_get_one_line_and_exit_2(args):
+    result = _cli(*args)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_files_get_one_line_and_exit_1(tmp_path):
+    result = _cli("train", "--data", tmp_path / "none.json", "--images", tmp_path, "--out", tmp_path / "run")
+    assert result.returncode == 1
+    assert "not found" in result.stderr and "Traceback" not in result.stderr
+    result = _cli("predict", tmp_path / "none.tif", "--out", tmp_path / "o", "--weights", tmp_path / "w.pt")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+
+
+def test_train_predict_evaluate_export_end_to_end(tmp_path):
+    json_path, images_dir = write_synthetic_coco(tmp_path / "data", n_images=2, shape=(96, 96), n_cells=5)
+    config = tiny_config(steps=2)
+    config.model.box_score_thresh = 0.0
+    config.save(tmp_path / "tiny.yaml")
+    run = tmp_path / "run"
+    result = _cli("train", "--data", json_path, "--images", images_dir, "--out", run, "--config", tmp_path / "tiny.yaml",
+                  "--device", "cpu")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (run / "model.pt").exists()
+
+    result = _cli("predict", images_dir, "--out", tmp_path / "pred", "--weights", run / "model.pt",
+                  "--format", "tiff,coco,csv", "--score-threshold", "0")
+    assert result.returncode == 0, result.stderr[-2000:]
+    names = sorted(p.name for p in (tmp_path / "pred").iterdir())
+    assert "predictions_coco.json" in names and "synthetic_0_labels.tif" in names and "synthetic_0_cells.csv" in names
+
+    result = _cli("evaluate", "--data", json_path, "--images", images_dir, "--out", tmp_path / "ev",
+                  "--weights", run / "model.pt")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert any("segm AP (0-100" in line for line in result.stdout.splitlines())
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert 0 <= metrics["segm"]["AP"] <= 100
+
+    result = _cli("evaluate", "--data", json_path, "--images", images_dir, "--out", tmp_path / "ev2",
+                  "--weights", run / "model.pt", "--oracle-boxes")
+    assert result.returncode == 0, result.stderr[-2000:]
+    oracle = json.loads((tmp_path / "ev2" / "metrics.json").read_text())["oracle_boxes"]
+    assert oracle["num_cells"] == 10 and 0.5 < oracle["mean_iou_filled_box"] < 0.95
+
+    result = _cli("export", run, "--out", tmp_path / "half.pt", "--half")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "half.pt").stat().st_size < (run / "model.pt").stat().st_size
+
+
+def test_resume_continues_where_it_stopped(tmp_path):
+    json_path, images_dir = write_synthetic_coco(tmp_path / "data", n_images=1, shape=(96, 96), n_cells=4)
+    config = tiny_config(steps=2)
+    config.save(tmp_path / "tiny.json")
+    run = tmp_path / "run"
+    base = ["train", "--data", json_path, "--images", images_dir, "--out", run, "--config", tmp_path / "tiny.json"]
+    assert _cli(*base).returncode == 0
+    result = _cli(*base, "--resume", "--steps", "3")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "resumed at step 2" in result.stderr
+    lines = (run / "loss_log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 3]

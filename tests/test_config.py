@@ -1,0 +1,62 @@
+import json
+
+import pytest
+
+from napari_cellboxify.config import CellBoxifyConfig, ConfigError, small_cpu_config
+
+
+def test_defaults_are_the_papers_values():
+    c = CellBoxifyConfig()
+    assert c.model.backbone == "resnet50"
+    assert c.model.anchor_sizes == (8, 16, 32, 64, 128)
+    assert c.model.aspect_ratios == (0.5, 1.0, 2.0, 3.0, 4.0)
+    assert c.model.rpn_post_nms_top_n_test == 3000 and c.model.detections_per_img == 2000
+    assert c.model.num_vertices == 64
+    assert (c.loss.unary_weight, c.loss.local_weight, c.loss.global_weight) == (1.0, 0.5, 0.03)
+    assert (c.loss.local_kernel, c.loss.local_dilation, c.loss.raster_size, c.loss.inv_smoothness) == (3, 2, 64, 0.1)
+    assert c.data.train_sizes == (440, 480, 520, 580, 620)
+    assert c.train.lr == 1e-4
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_round_trip_through_a_file(tmp_path, suffix):
+    c = small_cpu_config(steps=123)
+    c.loss.supervision = "mask"
+    path = tmp_path / f"c{suffix}"
+    c.save(path)
+    assert CellBoxifyConfig.load(path) == c
+
+
+def test_partial_file_keeps_defaults(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  steps: 50\nmodel:\n  anchor_sizes: [4, 8, 16, 32, 64]\n")
+    c = CellBoxifyConfig.load(path)
+    assert c.train.steps == 50 and c.model.anchor_sizes == (4, 8, 16, 32, 64) and c.train.lr == 1e-4
+
+
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        ({"train": {"stepz": 3}}, "stepz"),
+        ({"trian": {}}, "trian"),
+        ({"train": {"steps": "many"}}, "train.steps"),
+        ({"train": {"steps": 1.5}}, "train.steps"),
+        ({"model": {"backbone": "vgg"}}, "backbone"),
+        ({"loss": {"supervision": "points"}}, "supervision"),
+        ({"data": {"hflip": "yes"}}, "data.hflip"),
+    ],
+)
+def test_bad_values_name_the_key(data, words):
+    with pytest.raises(ConfigError, match=words):
+        CellBoxifyConfig.from_dict(data)
+
+
+def test_unparseable_file_is_a_config_error(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid"):
+        CellBoxifyConfig.load(path)
+
+
+def test_to_dict_is_json_serialisable():
+    json.dumps(CellBoxifyConfig().to_dict())

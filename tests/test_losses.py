@@ -1,0 +1,130 @@
+import math
+
+import numpy as np
+import torch
+
+from napari_cellboxify.geometry import polygon_to_mask
+from napari_cellboxify.losses import combine_losses, pairwise_warmup
+from napari_cellboxify.losses.mask import mask_loss
+from napari_cellboxify.losses.pairwise import global_pairwise_loss, local_pairwise_loss
+from napari_cellboxify.losses.rasterize import soft_rasterize_logits
+from napari_cellboxify.losses.unary import polygon_boxes, unary_loss
+from napari_cellboxify.config import LossConfig
+
+
+def _square(x1, y1, x2, y2):
+    return torch.tensor([[[x1, y1], [x2, y1], [x2, y2], [x1, y2]]], dtype=torch.float32)
+
+
+# ---- unary ---------------------------------------------------------------------------------------------------
+def test_unary_is_zero_for_identical_boxes():
+    poly = _square(10, 10, 30, 40)
+    assert float(unary_loss(poly, torch.tensor([[10.0, 10, 30, 40]]))) < 1e-6
+
+
+def test_unary_matches_hand_computed_ciou_for_a_shifted_box():
+    # pred [0,0,2,2], gt [1,0,3,2]: IoU = 2/6; centre distance^2 = 1; enclosing diagonal^2 = 3^2+2^2 = 13;
+    # same aspect ratio -> v = 0.  CIoU loss = 1 - IoU + d^2/c^2 = 1 - 1/3 + 1/13.
+    poly = _square(0, 0, 2, 2)
+    expected = 1 - 1 / 3 + 1 / 13
+    assert math.isclose(float(unary_loss(poly, torch.tensor([[1.0, 0, 3, 2]]))), expected, rel_tol=1e-4)
+
+
+def test_unary_matches_hand_computed_ciou_for_a_scaled_box():
+    # pred [0,0,4,2] (w/h=2), gt [0,0,2,2] (w/h=1): IoU = 4/8; centre d^2 = 1; c^2 = 16+4 = 20;
+    # v = 4/pi^2 (atan 2 - atan 1)^2, alpha = v / (1 - IoU + v).
+    v = 4 / math.pi**2 * (math.atan(2) - math.atan(1)) ** 2
+    alpha = v / (1 - 0.5 + v)
+    expected = 1 - 0.5 + 1 / 20 + alpha * v
+    got = float(unary_loss(_square(0, 0, 4, 2), torch.tensor([[0.0, 0, 2, 2]])))
+    assert math.isclose(got, expected, rel_tol=1e-4)
+
+
+def test_unary_gradient_moves_vertices_towards_the_box():
+    poly = _square(5, 5, 25, 25).requires_grad_(True)
+    gt = torch.tensor([[10.0, 10, 20, 20]])
+    unary_loss(poly, gt).backward()
+    stepped = poly.detach() - 1.0 * poly.grad
+    before = (polygon_boxes(poly.detach()) - gt).abs().sum()
+    after = (polygon_boxes(stepped) - gt).abs().sum()
+    assert after < before
+
+
+def test_polygon_boxes():
+    poly = torch.tensor([[[3.0, 4.0], [10.0, 1.0], [7.0, 9.0]]])
+    assert polygon_boxes(poly).tolist() == [[3.0, 1.0, 10.0, 9.0]]
+
+
+# ---- pairwise ------------------------------------------------------------------------------------------------
+def _two_region_crop(size=64):
+    """A bright disk (the 'cell') on a dark background, with a little noise."""
+    yy, xx = np.mgrid[0:size, 0:size] + 0.5
+    disk = (xx - 32) ** 2 + (yy - 32) ** 2 < 20**2
+    rng = np.random.default_rng(0)
+    image = np.where(disk, 0.8, 0.2) + rng.normal(0, 0.01, disk.shape)
+    return torch.tensor(image, dtype=torch.float32)[None], disk
+
+
+def _circle(cx, cy, r, n=64):
+    t = torch.linspace(0, 2 * math.pi, n + 1)[:-1]
+    return torch.stack([cx + r * torch.cos(t), cy + r * torch.sin(t)], dim=1)[None]
+
+
+def test_local_pairwise_prefers_the_true_boundary():
+    image, _ = _two_region_crop()
+    inside = torch.ones(1, 64, 64, dtype=torch.bool)
+    true = local_pairwise_loss(soft_rasterize_logits(_circle(32, 32, 20), 64, 0.5), image, inside)
+    cutting = local_pairwise_loss(soft_rasterize_logits(_circle(20, 32, 20), 64, 0.5), image, inside)
+    assert true < cutting
+
+
+def test_local_pairwise_ignores_pairs_outside_the_box():
+    image, _ = _two_region_crop()
+    logits = soft_rasterize_logits(_circle(20, 32, 20), 64, 0.5)
+    nowhere = torch.zeros(1, 64, 64, dtype=torch.bool)
+    assert float(local_pairwise_loss(logits, image, nowhere)) == 0.0
+
+
+def test_global_pairwise_is_lower_for_the_true_shape():
+    image, _ = _two_region_crop()
+    true = global_pairwise_loss(soft_rasterize_logits(_circle(32, 32, 20), 64, 0.5), image)
+    shrunk = global_pairwise_loss(soft_rasterize_logits(_circle(32, 32, 12), 64, 0.5), image)
+    shifted = global_pairwise_loss(soft_rasterize_logits(_circle(24, 32, 20), 64, 0.5), image)
+    assert true < shrunk and true < shifted
+
+
+def test_global_pairwise_gradient_grows_a_too_small_contour():
+    image, _ = _two_region_crop()
+    poly = _circle(32, 32, 14).requires_grad_(True)
+    global_pairwise_loss(soft_rasterize_logits(poly, 64, 1.0), image).backward()
+    radial = poly.detach()[0] - 32
+    # gradient descent moves each vertex along -grad: outward means -grad . radial > 0
+    outward = -(poly.grad[0] * radial).sum(dim=1)
+    assert (outward > 0).float().mean() > 0.9
+
+
+def test_mask_loss_is_lower_for_the_true_shape():
+    _, disk = _two_region_crop()
+    target = torch.tensor(disk, dtype=torch.float32)[None]
+    true = mask_loss(soft_rasterize_logits(_circle(32, 32, 20), 64, 0.5), target)
+    wrong = mask_loss(soft_rasterize_logits(_circle(20, 32, 14), 64, 0.5), target)
+    assert true < wrong
+
+
+# ---- combination ---------------------------------------------------------------------------------------------
+def test_pairwise_warmup_ramps_over_the_given_fraction():
+    assert pairwise_warmup(0, 1000, 0.1) == 0.01
+    assert pairwise_warmup(49, 1000, 0.1) == 0.5
+    assert pairwise_warmup(500, 1000, 0.1) == 1.0
+
+
+def test_combine_losses_weights_each_term():
+    cfg = LossConfig(unary_weight=2.0, local_weight=0.5, global_weight=0.1, pairwise_warmup_fraction=0.0)
+    terms = {"loss_classifier": torch.tensor(1.0), "loss_unary": torch.tensor(1.0),
+             "loss_local": torch.tensor(1.0), "loss_global": torch.tensor(1.0)}
+    assert math.isclose(float(combine_losses(terms, cfg, step=10, total_steps=100)), 1 + 2 + 0.5 + 0.1, rel_tol=1e-6)
+
+
+def test_polygon_to_mask_uses_pixel_centres():
+    mask = polygon_to_mask(np.array([[0, 0], [4, 0], [4, 3], [0, 3]], dtype=float), (10, 10))
+    assert mask.sum() == 12 and mask[:3, :4].all()

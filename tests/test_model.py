@@ -1,0 +1,105 @@
+import torch
+
+from napari_cellboxify.config import CellBoxifyConfig
+from napari_cellboxify.data.synthetic import synthetic_cells
+from napari_cellboxify.data.transforms import normalize_image, to_model_input
+from napari_cellboxify.model import build_model
+from napari_cellboxify.model.polygon_head import initial_contour
+
+from conftest import tiny_config
+
+
+def test_default_model_is_r50_fpn_with_the_papers_anchors():
+    c = CellBoxifyConfig()
+    c.model.pretrained_backbone = False
+    m = build_model(c)
+    gen = m.rpn.anchor_generator
+    assert [s[0] for s in gen.sizes] == [8, 16, 32, 64, 128]
+    assert all(tuple(a) == (0.5, 1.0, 2.0, 3.0, 4.0) for a in gen.aspect_ratios)
+    assert m.rpn._post_nms_top_n["testing"] == 3000
+    assert m.roi_heads.detections_per_img == 2000
+    assert type(m.backbone.body.layer4[0]).__name__ == "Bottleneck"  # ResNet-50 blocks
+    assert m.roi_heads.polygon_head.init_contour.shape == (64, 2)
+
+
+def test_pretrained_weights_fall_back_with_a_clear_warning(monkeypatch):
+    import torchvision.models.resnet as resnet_module
+    import warnings
+
+    c = tiny_config()
+    c.model.pretrained_backbone = True
+    c.model.norm = "frozen_bn"
+
+    def offline(*args, **kwargs):
+        if kwargs.get("weights") is not None:
+            raise OSError("no network")
+        return original(*args, **kwargs)
+
+    from napari_cellboxify.model import detector
+
+    original = resnet_module.resnet18
+    monkeypatch.setitem(detector._RESNETS, "resnet18", (offline, detector._RESNETS["resnet18"][1]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        m = build_model(c)
+    assert not m.pretrained_loaded
+    assert any("could not load ImageNet weights" in str(w.message) for w in caught)
+    assert all(p.requires_grad for p in m.backbone.body.parameters())  # random layers must all train
+
+
+def test_training_returns_every_loss_term_and_backpropagates():
+    c = tiny_config()
+    m = build_model(c).train()
+    syn = synthetic_cells((96, 96), 5, seed=1)
+    image = to_model_input(normalize_image(syn.image))
+    target = {"boxes": torch.from_numpy(syn.boxes_xyxy), "labels": torch.ones(len(syn.boxes_xyxy), dtype=torch.int64)}
+    losses = m([image], [target])
+    assert set(losses) == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg",
+                           "loss_unary", "loss_local", "loss_global"}
+    sum(losses.values()).backward()
+    assert m.roi_heads.polygon_head.stages[0].out.weight.grad.abs().sum() > 0
+
+
+def test_mask_mode_uses_the_same_network_with_the_mask_loss():
+    c = tiny_config()
+    box_model = build_model(c)
+    c.loss.supervision = "mask"
+    m = build_model(c).train()
+    assert [k for k in m.state_dict()] == [k for k in box_model.state_dict()]
+    syn = synthetic_cells((96, 96), 5, seed=1)
+    target = {"boxes": torch.from_numpy(syn.boxes_xyxy), "labels": torch.ones(len(syn.boxes_xyxy), dtype=torch.int64),
+              "masks": torch.from_numpy(syn.masks())}
+    losses = m([to_model_input(normalize_image(syn.image))], [target])
+    assert "loss_mask" in losses and "loss_local" not in losses
+    assert float(losses["loss_mask"]) > 0
+
+
+def test_inference_returns_polygons_and_full_resolution_masks():
+    c = tiny_config()
+    c.model.box_score_thresh = 0.0
+    m = build_model(c).eval()
+    with torch.no_grad():
+        out = m([torch.rand(3, 100, 130)])[0]
+    n = len(out["boxes"])
+    assert n > 0
+    assert out["polygons"].shape == (n, 16, 2)
+    assert out["masks"].shape == (n, 1, 100, 130) and out["masks"].dtype == torch.bool
+
+
+def test_untrained_head_returns_the_initial_contour_inside_each_box():
+    c = tiny_config()
+    m = build_model(c).eval()
+    boxes = torch.tensor([[10.0, 20.0, 50.0, 40.0], [60.0, 5.0, 90.0, 70.0]])
+    polys = m.segment_boxes([torch.rand(3, 96, 96)], [boxes])[0]
+    init = initial_contour(16)
+    expected = boxes[:, None, :2] + init[None] * (boxes[:, None, 2:] - boxes[:, None, :2])
+    torch.testing.assert_close(polys, expected)
+
+
+def test_image_scale_maps_results_back_to_the_input_frame():
+    c = tiny_config()
+    c.model.image_scale = 2.0
+    m = build_model(c).eval()
+    boxes = torch.tensor([[10.0, 20.0, 50.0, 40.0]])
+    polys = m.segment_boxes([torch.rand(3, 64, 64)], [boxes])[0]
+    assert polys[..., 0].min() >= 9.9 and polys[..., 0].max() <= 50.1

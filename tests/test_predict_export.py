@@ -1,0 +1,118 @@
+import json
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_cellboxify.data.images import read_image
+from napari_cellboxify.evaluate import coco_eval, prediction_to_coco
+from napari_cellboxify.data.coco import load_coco
+from napari_cellboxify.export import write_coco, write_label_tiff, write_measurements_csv
+from napari_cellboxify.geometry import polygons_to_labels
+from napari_cellboxify.model import build_model
+from napari_cellboxify.predict import Prediction, Predictor
+
+from conftest import tiny_config
+
+
+class _GridModelStub(torch.nn.Module):
+    """Stands in for the network in tiling tests: 'detects' fixed squares on a global grid.
+
+    It reports each square that lies wholly inside the tile it is shown, in that tile's frame, the way a
+    detector sees whole cells. Merging must give each square exactly once.
+    """
+
+    def __init__(self, model, grid: np.ndarray, shape):
+        super().__init__()
+        self.inner, self.grid, self.shape = model, grid, shape
+        self.config, self.transform = model.config, model.transform
+        self.offsets = []
+
+    def forward(self, images):
+        (img,) = images
+        h, w = img.shape[-2:]
+        y0, x0 = self.offsets.pop(0)
+        boxes = self.grid - np.array([x0, y0, x0, y0])
+        keep = (boxes[:, 0] >= 0) & (boxes[:, 1] >= 0) & (boxes[:, 2] <= w) & (boxes[:, 3] <= h)
+        b = torch.tensor(boxes[keep], dtype=torch.float32)
+        polys = torch.stack([b[:, [0, 1]], b[:, [2, 1]], b[:, [2, 3]], b[:, [0, 3]]], dim=1)
+        return [{"boxes": b, "scores": torch.ones(len(b)), "polygons": polys}]
+
+
+def test_tiles_merge_without_duplicates_on_a_tiled_real_image(livecell_dir):
+    """A large image made by tiling a real LIVECell image 2x2; every cell must come back exactly once."""
+    path = sorted((livecell_dir / "val" / "images").glob("*.tif"))[0]
+    real = read_image(path)
+    big = np.tile(real, (2, 2))
+    rng = np.random.default_rng(0)
+    h, w = big.shape
+    xs, ys = rng.uniform(0, w - 40, 400), rng.uniform(0, h - 40, 400)
+    grid = np.stack([xs, ys, xs + 30, ys + 30], axis=1)
+    tile, overlap = 512, 96
+    predictor = Predictor(build_model(tiny_config()).eval(), "cpu", score_threshold=0.0)
+    stub = _GridModelStub(predictor.model, grid, big.shape)
+    from napari_cellboxify.predict import _tile_starts
+
+    stub.offsets = [(y0, x0) for y0 in _tile_starts(h, tile, tile - overlap) for x0 in _tile_starts(w, tile, tile - overlap)]
+    predictor.model = stub
+    predictor.config.model.box_nms_thresh = 0.99  # the squares may overlap: merging must not rely on NMS
+    pred = predictor.segment_tiled(big, tile=tile, overlap=overlap)
+    got = sorted(map(tuple, np.round(pred.boxes_xyxy, 3)))
+    assert len(got) == len(grid)
+    assert got == sorted(map(tuple, np.round(grid.astype(np.float32), 3)))
+
+
+def test_tiled_prediction_runs_the_real_model_on_a_tiled_real_image(livecell_dir):
+    path = sorted((livecell_dir / "val" / "images").glob("*.tif"))[0]
+    big = np.tile(read_image(path), (1, 2))
+    config = tiny_config()
+    config.model.box_score_thresh = 0.0
+    predictor = Predictor(build_model(config).eval(), "cpu", score_threshold=0.0)
+    pred = predictor.segment_tiled(big, tile=512, overlap=96)
+    assert pred.shape == big.shape
+    assert (pred.boxes_xyxy[:, 2] <= big.shape[1] + 1).all()
+
+
+def test_label_tiff_coco_and_csv_round_trip(tmp_path):
+    polys = np.array([[[2, 2], [12, 2], [12, 10], [2, 10]], [[20, 5], [30, 5], [30, 25], [20, 25]]], np.float32)
+    labels = polygons_to_labels(polys, (40, 40))
+    write_label_tiff(tmp_path / "l.tif", labels)
+    assert np.array_equal(tifffile.imread(tmp_path / "l.tif"), labels)
+    write_coco(tmp_path / "c.json", [("img.tif", labels)])
+    from pycocotools import mask as mask_utils
+
+    coco = json.loads((tmp_path / "c.json").read_text())
+    assert len(coco["annotations"]) == 2
+    for ann in coco["annotations"]:
+        assert np.array_equal(mask_utils.decode(ann["segmentation"]).astype(bool), labels == ann["label"])
+    image = np.arange(1600, dtype=np.float32).reshape(40, 40)
+    write_measurements_csv(tmp_path / "m.csv", labels, image)
+    rows = (tmp_path / "m.csv").read_text().splitlines()
+    assert rows[0].split(",")[:3] == ["label", "area", "perimeter"] and "mean_intensity" in rows[0]
+    assert rows[1].split(",")[1] == str((labels == 1).sum())
+
+
+def test_labels_need_uint32_past_65535():
+    polys = np.zeros((1, 4, 2), np.float32)
+    labels = polygons_to_labels(polys, (4, 4), ids=np.array([70000]))
+    assert labels.dtype == np.uint32
+
+
+def test_coco_eval_gives_100_for_the_ground_truth_itself(synthetic_coco):
+    json_path, images_dir = synthetic_coco
+    coco = load_coco(json_path, images_dir)
+    gt = coco.pycocotools()
+    dets = []
+    for ann in gt.dataset["annotations"]:
+        dets.append({"image_id": ann["image_id"], "category_id": 1, "bbox": ann["bbox"], "score": 1.0,
+                     "segmentation": ann["segmentation"]})
+    assert coco_eval(gt, dets, "segm")["AP"] == pytest.approx(100.0)
+    assert coco_eval(gt, dets, "bbox")["AP50"] == pytest.approx(100.0)
+
+
+def test_prediction_to_coco_uses_rle():
+    pred = Prediction(np.array([[[2, 2], [12, 2], [12, 10], [2, 10]]], np.float32), np.array([[2, 2, 12, 10]], np.float32),
+                      np.array([0.9], np.float32), (20, 20))
+    (det,) = prediction_to_coco(pred, 7)
+    assert det["image_id"] == 7 and det["bbox"] == [2.0, 2.0, 10.0, 8.0] and "counts" in det["segmentation"]

@@ -1,0 +1,80 @@
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from napari_cellboxify.checkpoint import read_checkpoint
+from napari_cellboxify.data.dataset import SyntheticSource
+from napari_cellboxify.train import Trainer, lr_factor, read_loss_log
+
+from conftest import tiny_config, write_synthetic_coco
+
+
+def _source(config):
+    return SyntheticSource(config, shape=(96, 96), n_cells=6)
+
+
+def test_resume_gives_the_same_loss_curve_as_an_uninterrupted_run(tmp_path):
+    config = tiny_config(steps=6)
+    full = Trainer(config, _source(config), tmp_path / "full").fit()
+    assert full.steps_done == 6 and not full.cancelled
+
+    cancel = threading.Event()
+
+    def stop_after_three(info):
+        if info.step == 3:
+            cancel.set()
+
+    first = Trainer(config, _source(config), tmp_path / "split", callbacks=[stop_after_three], cancel=cancel).fit()
+    assert first.cancelled and first.steps_done == 3
+    second_trainer = Trainer(config, _source(config), tmp_path / "split")
+    assert second_trainer.resume() and second_trainer.step == 3
+    second = second_trainer.fit()
+    assert second.steps_done == 6
+
+    curve_full = [r["loss"] for r in read_loss_log(tmp_path / "full" / "loss_log.jsonl")]
+    curve_split = [r["loss"] for r in read_loss_log(tmp_path / "split" / "loss_log.jsonl")]
+    assert len(curve_full) == len(curve_split) == 6
+    np.testing.assert_allclose(curve_split, curve_full, rtol=1e-5, atol=1e-6)
+
+
+def test_cancel_keeps_the_last_finished_step(tmp_path):
+    config = tiny_config(steps=50)
+    cancel = threading.Event()
+    result = Trainer(config, _source(config), tmp_path, callbacks=[lambda i: cancel.set() if i.step == 2 else None],
+                     cancel=cancel).fit()
+    assert result.cancelled and result.steps_done == 2
+    assert read_checkpoint(tmp_path / "last.pt")["step"] == 2
+    assert read_checkpoint(tmp_path / "model.pt")["kind"] == "weights"
+
+
+def test_learning_rate_schedule():
+    assert lr_factor(0, 100, (0.5,), warmup=10) == pytest.approx(0.001)
+    assert lr_factor(10, 100, (0.5,), warmup=10) == 1.0
+    assert lr_factor(60, 100, (0.5,), warmup=10) == pytest.approx(0.1)
+
+
+def test_torchrun_two_cpu_processes_both_step_and_write_one_checkpoint(tmp_path):
+    json_path, images_dir = write_synthetic_coco(tmp_path / "data", n_images=2, shape=(96, 96), n_cells=5)
+    config = tiny_config(steps=3)
+    config.train.checkpoint_every = 100
+    config.train.device = "cpu"
+    config_path = tmp_path / "tiny.json"
+    config.save(config_path)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "napari_cellboxify.cli", "train", "--data", str(json_path), "--images", str(images_dir),
+           "--out", str(out), "--config", str(config_path)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "rank 0/2 finished 3 steps" in result.stderr and "rank 1/2 finished 3 steps" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "last.pt", "loss_log.jsonl", "model.pt"]
+    assert read_checkpoint(out / "last.pt")["step"] == 3
+
+
+def _env():
+    import os
+
+    return dict(os.environ, OMP_NUM_THREADS="1")
