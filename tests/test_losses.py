@@ -41,10 +41,12 @@ def test_unary_matches_hand_computed_ciou_for_a_scaled_box():
 
 
 def test_unary_gradient_moves_vertices_towards_the_box():
-    poly = _square(5, 5, 25, 25).requires_grad_(True)
+    # a diamond: each side of its box is touched by one vertex, which alone gets that side's gradient
+    poly = torch.tensor([[[15.0, 5.0], [25.0, 15.0], [15.0, 25.0], [5.0, 15.0]]], requires_grad=True)
     gt = torch.tensor([[10.0, 10, 20, 20]])
     unary_loss(poly, gt).backward()
-    stepped = poly.detach() - 1.0 * poly.grad
+    assert (poly.grad[0, 0, 1] < 0) and (poly.grad[0, 1, 0] > 0)  # top vertex moves down, right vertex left
+    stepped = poly.detach() - 2.0 * poly.grad / poly.grad.abs().max()
     before = (polygon_boxes(poly.detach()) - gt).abs().sum()
     after = (polygon_boxes(stepped) - gt).abs().sum()
     assert after < before

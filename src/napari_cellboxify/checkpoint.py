@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +52,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"refused to load {path}: it contains Python objects that could run code (weights_only=True) — "
             f"{str(exc).splitlines()[0]}"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except Exception as exc:  # torch.load raises many types on garbage (KeyError, RuntimeError, EOFError, ...)
         raise CheckpointError(f"{path} is not a readable PyTorch file (truncated or corrupt?): {exc}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT or "model" not in data or "config" not in data:
         raise CheckpointError(f"{path} is not a CellBoxify weights file (no model/config inside)")

@@ -90,6 +90,7 @@ def measurements(labels: np.ndarray, intensity: np.ndarray | None = None) -> dic
 
 def write_measurements_csv(path: str | Path, labels: np.ndarray, intensity: np.ndarray | None = None) -> Path:
     table = measurements(labels, intensity)
+    table["area"] = np.asarray(table["area"]).astype(np.int64)  # a pixel count
     names = {"centroid-0": "centroid_y", "centroid-1": "centroid_x", "intensity_mean": "mean_intensity"}
     columns = list(table)
     buffer = io.StringIO()

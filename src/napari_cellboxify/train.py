@@ -199,6 +199,9 @@ class Trainer:
             num_workers=cfg.num_workers,
             collate_fn=collate_single,
             persistent_workers=False,
+            # its own generator: creating the iterator must not draw from the global RNG, which a resumed run
+            # restores from the checkpoint (that draw would shift every random choice after a resume)
+            generator=torch.Generator().manual_seed(cfg.seed),
         )
         history: list[dict] = []
         cancelled = False
