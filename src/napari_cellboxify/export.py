@@ -100,3 +100,37 @@ def write_measurements_csv(path: str | Path, labels: np.ndarray, intensity: np.n
         writer.writerow([int(v) if isinstance(v, (np.integer,)) else (f"{v:.4f}" if isinstance(v, float | np.floating) else v) for v in row])
     atomic_write_text(path, buffer.getvalue())
     return Path(path)
+
+
+def boxes_coco(items: Sequence[tuple[str, tuple[int, int], np.ndarray]]) -> dict:
+    """COCO dict with boxes only: ``[(file_name, (H, W), boxes_xyxy (N, 4)), ...]``."""
+    coco = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "cell"}]}
+    for i, (name, (h, w), boxes) in enumerate(items, start=1):
+        coco["images"].append({"id": i, "file_name": name, "height": int(h), "width": int(w)})
+        for x1, y1, x2, y2 in np.asarray(boxes, dtype=float).reshape(-1, 4):
+            coco["annotations"].append({
+                "id": len(coco["annotations"]) + 1, "image_id": i, "category_id": 1, "iscrowd": 0,
+                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
+            })
+    return coco
+
+
+def write_training_project(folder: str | Path, items: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> tuple[Path, Path]:
+    """Write images (TIFF) and their boxes (COCO, boxes only) for fine-tuning: ``[(name, image, boxes), ...]``.
+
+    Returns (annotation file, image folder). Images are written before the annotation file, each atomically,
+    so the annotation file never names an image that is not complete.
+    """
+    import tifffile
+
+    folder = Path(folder)
+    images_dir = folder / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    listed = []
+    for name, image, boxes in items:
+        file_name = f"{name}.tif"
+        atomic_write_with(images_dir / file_name, lambda tmp, im=image: tifffile.imwrite(tmp, im), ".tif")
+        listed.append((file_name, np.asarray(image).shape[:2], boxes))
+    path = folder / "annotations.json"
+    atomic_write_text(path, json.dumps(boxes_coco(listed)))
+    return path, images_dir

@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Iterator, Protocol
 
 import torch
 
@@ -128,6 +128,7 @@ class Trainer:
         self.amp = autocast_enabled(self.device, t.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.step = 0
+        self.result: TrainResult | None = None
         self.ddp_model = self.model
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -185,6 +186,16 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
+        """Train to ``train.steps`` (or until cancelled) and return what was done."""
+        for _ in self.iter_steps():
+            pass
+        return self.result
+
+    def iter_steps(self) -> Iterator[StepInfo]:
+        """Train, yielding a ``StepInfo`` after every step (for GUI workers); ``self.result`` is set at the end.
+
+        The final checkpoint is written however the loop ends: finished, cancelled, or the generator closed.
+        """
         cfg = self.config.train
         total = cfg.steps
         start_time = time.time()
@@ -204,34 +215,33 @@ class Trainer:
             generator=torch.Generator().manual_seed(cfg.seed),
         )
         history: list[dict] = []
-        cancelled = False
         self.model.train()
-        for batch in loader:
-            if self._should_stop():
-                cancelled = True
-                break
-            t0 = time.time()
-            info = self._train_step(batch, total)
-            info.seconds = time.time() - t0
-            record = {"step": info.step, "loss": info.loss, "lr": info.lr, "seconds": info.seconds, **info.terms}
-            history.append(record)
-            if self.rank == 0 and (info.step % cfg.log_every == 0 or info.step == total):
-                self._append_log(record)
-            for callback in self.callbacks:
-                callback(info)
-            if info.step % cfg.checkpoint_every == 0 and info.step < total:
-                self.save()
-        if self._should_stop():
-            cancelled = self.step < total
-        self.save()
-        return TrainResult(
-            steps_done=self.step,
-            cancelled=cancelled,
-            checkpoint=self.checkpoint_path if self.rank == 0 else None,
-            weights=self.weights_path if self.rank == 0 else None,
-            history=history,
-            wall_seconds=time.time() - start_time,
-        )
+        try:
+            for batch in loader:
+                if self._should_stop():
+                    break
+                t0 = time.time()
+                info = self._train_step(batch, total)
+                info.seconds = time.time() - t0
+                record = {"step": info.step, "loss": info.loss, "lr": info.lr, "seconds": info.seconds, **info.terms}
+                history.append(record)
+                if self.rank == 0 and (info.step % cfg.log_every == 0 or info.step == total):
+                    self._append_log(record)
+                for callback in self.callbacks:
+                    callback(info)
+                if info.step % cfg.checkpoint_every == 0 and info.step < total:
+                    self.save()
+                yield info
+        finally:
+            self.save()
+            self.result = TrainResult(
+                steps_done=self.step,
+                cancelled=self.step < total,
+                checkpoint=self.checkpoint_path if self.rank == 0 else None,
+                weights=self.weights_path if self.rank == 0 else None,
+                history=history,
+                wall_seconds=time.time() - start_time,
+            )
 
     def _should_stop(self) -> bool:
         stop = self.cancel.is_set()

@@ -1,0 +1,505 @@
+"""The CellBoxify dock widget: draw boxes, segment, fine-tune in the background, correct, export.
+
+A thin skin: it converts layers <-> core types (2-D planes, boxes, label images) and calls the core
+(``Predictor``, ``Trainer``, ``export``). Everything slow runs in napari thread workers; the widget only reacts to
+their signals, so the viewer stays responsive. Errors become napari notifications, never tracebacks.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from pathlib import Path
+
+import numpy as np
+from napari.layers import Image, Labels, Shapes
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QPainter, QPen
+from qtpy.QtWidgets import (
+    QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
+    QPushButton, QSpinBox, QVBoxLayout, QWidget,
+)
+
+from ..config import CellBoxifyConfig, small_cpu_config
+from ..shapes import boxes_to_rectangles, shapes_to_boxes
+from .io import BOX_STYLE
+
+MASKS_LAYER = "CellBoxify masks"
+BOXES_LAYER = "CellBoxify boxes"
+
+
+def guarded(method):
+    """Run a button handler; any error becomes a napari notification naming the problem."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self)
+        except Exception as exc:  # the GUI must never show a traceback
+            show_error(f"CellBoxify: {exc}")
+            return None
+
+    return wrapper
+
+
+class LossPlot(QWidget):
+    """A minimal live loss curve (no plotting dependency)."""
+
+    def __init__(self):
+        super().__init__()
+        self.values: list[float] = []
+        self.setMinimumHeight(60)
+
+    def add(self, value: float) -> None:
+        self.values.append(value)
+        self.update()
+
+    def clear(self) -> None:
+        self.values = []
+        self.update()
+
+    def paintEvent(self, event):  # noqa: N802 (Qt name)
+        if len(self.values) < 2:
+            return
+        painter = QPainter(self)
+        painter.setPen(QPen(Qt.green, 1.5))
+        v = np.asarray(self.values)
+        lo, hi = float(v.min()), float(v.max())
+        span = (hi - lo) or 1.0
+        w, h = self.width() - 4, self.height() - 4
+        pts = [(2 + w * i / (len(v) - 1), 2 + h * (1 - (val - lo) / span)) for i, val in enumerate(v)]
+        for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+            painter.drawLine(int(x0), int(y0), int(x1), int(y1))
+        painter.end()
+
+
+class CellBoxifyWidget(QWidget):
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.predictor = None
+        self.weights_path: Path | None = None
+        self.base_config: CellBoxifyConfig | None = None  # used to fine-tune when no weights are loaded
+        self.cancel_event: threading.Event | None = None
+        self.train_worker = None
+        self.busy_worker = None
+        self._build_ui()
+        for event in ("inserted", "removed", "reordered"):
+            getattr(self.viewer.layers.events, event).connect(self._refresh_layers)
+        self._refresh_layers()
+        self._try_default_weights()
+
+    # ---- UI ----------------------------------------------------------------------------------------------
+    def _build_ui(self) -> None:
+        layout = QVBoxLayout(self)
+        form = QFormLayout()
+        self.image_combo, self.boxes_combo, self.labels_combo = QComboBox(), QComboBox(), QComboBox()
+        new_boxes = QPushButton("New")
+        new_boxes.clicked.connect(self.new_boxes_layer)
+        row = QHBoxLayout()
+        row.addWidget(self.boxes_combo, 1)
+        row.addWidget(new_boxes)
+        form.addRow("Image", self.image_combo)
+        form.addRow("Boxes", row)
+        form.addRow("Masks", self.labels_combo)
+        self.weights_label = QLabel("no model loaded")
+        self.weights_label.setWordWrap(True)
+        load = QPushButton("Load weights…")
+        load.clicked.connect(self._choose_weights)
+        form.addRow("Model", self.weights_label)
+        form.addRow("", load)
+        layout.addLayout(form)
+
+        seg = QGroupBox("Segment")
+        seg_form = QFormLayout(seg)
+        self.segment_boxes_button = QPushButton("Segment my boxes")
+        self.segment_boxes_button.clicked.connect(self.segment_my_boxes)
+        self.segment_image_button = QPushButton("Segment image")
+        self.segment_image_button.clicked.connect(self.segment_image)
+        self.score_spin = QDoubleSpinBox()
+        self.score_spin.setRange(0.0, 1.0)
+        self.score_spin.setSingleStep(0.05)
+        self.score_spin.setValue(0.5)
+        self.max_dets_spin = QSpinBox()
+        self.max_dets_spin.setRange(1, 5000)
+        self.max_dets_spin.setValue(2000)
+        self.all_planes_check = QCheckBox("all slices of a stack")
+        seg_form.addRow(self.segment_boxes_button)
+        seg_form.addRow(self.segment_image_button)
+        seg_form.addRow("Score threshold", self.score_spin)
+        seg_form.addRow("Max detections", self.max_dets_spin)
+        seg_form.addRow(self.all_planes_check)
+        layout.addWidget(seg)
+
+        tune = QGroupBox("Fine-tune on my boxes")
+        tune_form = QFormLayout(tune)
+        self.project_edit = QLineEdit(str(Path.home() / "cellboxify-project"))
+        browse = QPushButton("…")
+        browse.clicked.connect(lambda: self._browse(self.project_edit))
+        prow = QHBoxLayout()
+        prow.addWidget(self.project_edit, 1)
+        prow.addWidget(browse)
+        self.steps_spin = QSpinBox()
+        self.steps_spin.setRange(1, 100000)
+        self.steps_spin.setValue(200)
+        self.train_button = QPushButton("Fine-tune")
+        self.train_button.clicked.connect(self.fine_tune)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel_training)
+        self.loss_label = QLabel("")
+        self.loss_plot = LossPlot()
+        tune_form.addRow("Project folder", prow)
+        tune_form.addRow("Steps", self.steps_spin)
+        brow = QHBoxLayout()
+        brow.addWidget(self.train_button)
+        brow.addWidget(self.cancel_button)
+        tune_form.addRow(brow)
+        tune_form.addRow(self.loss_label)
+        tune_form.addRow(self.loss_plot)
+        layout.addWidget(tune)
+
+        fix = QPushButton("Predictions → boxes")
+        fix.setToolTip("Turn the masks of this slice into editable boxes, to correct them and fine-tune again")
+        fix.clicked.connect(self.predictions_to_boxes)
+        layout.addWidget(fix)
+
+        exp = QGroupBox("Export masks")
+        exp_form = QFormLayout(exp)
+        self.export_edit = QLineEdit(str(Path.home() / "cellboxify-export"))
+        ebrowse = QPushButton("…")
+        ebrowse.clicked.connect(lambda: self._browse(self.export_edit))
+        erow = QHBoxLayout()
+        erow.addWidget(self.export_edit, 1)
+        erow.addWidget(ebrowse)
+        self.export_tiff, self.export_coco, self.export_csv = (QCheckBox(t) for t in ("label TIFF", "COCO", "CSV"))
+        for box in (self.export_tiff, self.export_coco, self.export_csv):
+            box.setChecked(True)
+        crow = QHBoxLayout()
+        for box in (self.export_tiff, self.export_coco, self.export_csv):
+            crow.addWidget(box)
+        self.export_button = QPushButton("Export")
+        self.export_button.clicked.connect(self.export)
+        exp_form.addRow("Folder", erow)
+        exp_form.addRow(crow)
+        exp_form.addRow(self.export_button)
+        layout.addWidget(exp)
+        layout.addStretch(1)
+
+    def _browse(self, edit: QLineEdit) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose a folder", edit.text())
+        if folder:
+            edit.setText(folder)
+
+    def _refresh_layers(self, event=None) -> None:
+        for combo, kind in ((self.image_combo, Image), (self.boxes_combo, Shapes), (self.labels_combo, Labels)):
+            current = combo.currentText()
+            combo.blockSignals(True)
+            combo.clear()
+            names = [layer.name for layer in self.viewer.layers if isinstance(layer, kind)]
+            combo.addItems(names)
+            if current in names:
+                combo.setCurrentText(current)
+            combo.blockSignals(False)
+
+    # ---- model -------------------------------------------------------------------------------------------
+    def _try_default_weights(self) -> None:
+        from ..weights import WeightsError, default_weights_path
+
+        try:
+            self.load_weights(default_weights_path())
+        except WeightsError as exc:
+            self.weights_label.setText(f"no default weights ({exc.__class__.__name__}); load or fine-tune one")
+        except Exception as exc:  # a broken default must not stop the panel from opening
+            show_warning(f"CellBoxify: default weights not loaded: {exc}")
+
+    def _choose_weights(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Weights", "", "PyTorch weights (*.pt *.pth)")
+        if path:
+            guarded(lambda self: self.load_weights(Path(path)))(self)
+
+    def load_weights(self, path: Path) -> None:
+        from ..checkpoint import load_model
+        from ..predict import Predictor
+
+        model, _ = load_model(path, "cpu")
+        self.predictor = Predictor(model, "auto")
+        self.weights_path = Path(path)
+        self.weights_label.setText(f"{Path(path).name} ({model.config.model.backbone}, {self.predictor.device.type})")
+
+    def _require_model(self):
+        if self.predictor is None:
+            raise RuntimeError("no model loaded: load weights or fine-tune on your boxes first")
+        return self.predictor
+
+    # ---- layers <-> core ---------------------------------------------------------------------------------
+    def _layer(self, combo: QComboBox, kind, what: str):
+        name = combo.currentText()
+        if not name or name not in self.viewer.layers or not isinstance(self.viewer.layers[name], kind):
+            raise RuntimeError(f"choose {what} first")
+        return self.viewer.layers[name]
+
+    def image_layer(self) -> Image:
+        return self._layer(self.image_combo, Image, "an image layer")
+
+    def spatial_shape(self, layer: Image) -> tuple[int, ...]:
+        return tuple(layer.data.shape[:-1] if layer.rgb else layer.data.shape)
+
+    def current_plane(self, layer: Image) -> tuple:
+        n_lead = len(self.spatial_shape(layer)) - 2
+        if n_lead <= 0:
+            return ()
+        step = self.viewer.dims.current_step
+        offset = self.viewer.dims.ndim - layer.ndim  # layer dims are the last ones of the viewer
+        return tuple(int(step[offset + i]) for i in range(n_lead))
+
+    def plane_image(self, layer: Image, plane: tuple) -> np.ndarray:
+        return np.asarray(layer.data[plane] if plane else layer.data)
+
+    def new_boxes_layer(self) -> Shapes:
+        image = self.image_layer() if self.image_combo.currentText() else None
+        ndim = len(self.spatial_shape(image)) if image is not None else 2
+        layer = self.viewer.add_shapes(name=BOXES_LAYER, ndim=ndim, shape_type="rectangle",
+                                       features={"cell_id": np.zeros(0, dtype=np.int64)}, **BOX_STYLE)
+        layer.feature_defaults = {"cell_id": 0}
+        layer.mode = "add_rectangle"
+        self.boxes_combo.setCurrentText(layer.name)
+        return layer
+
+    def boxes_layer(self, create: bool = False) -> Shapes:
+        if create and not self.boxes_combo.currentText():
+            return self.new_boxes_layer()
+        return self._layer(self.boxes_combo, Shapes, "a boxes (Shapes) layer")
+
+    def read_boxes(self, image: Image, layer: Shapes):
+        converted = shapes_to_boxes(list(layer.data), list(layer.shape_type), self.spatial_shape(image))
+        if converted.notices:
+            show_info("CellBoxify: " + "; ".join(converted.notices))
+        return converted
+
+    def stable_ids(self, layer: Shapes) -> np.ndarray:
+        """A persistent ``cell_id`` per shape (stored in the layer's features) so labels do not change on re-runs."""
+        n = len(layer.data)
+        features = layer.features.copy()
+        ids = np.zeros(n, dtype=np.int64)
+        if "cell_id" in features and len(features) == n:
+            ids = np.nan_to_num(features["cell_id"].to_numpy(dtype=float)).astype(np.int64)
+        seen: set[int] = set()
+        next_id = int(ids.max(initial=0)) + 1
+        for i in range(n):
+            if ids[i] <= 0 or ids[i] in seen:
+                ids[i] = next_id
+                next_id += 1
+            seen.add(int(ids[i]))
+        features["cell_id"] = ids
+        layer.features = features
+        return ids
+
+    def masks_layer(self, image: Image) -> Labels:
+        shape = self.spatial_shape(image)
+        if MASKS_LAYER in self.viewer.layers:
+            layer = self.viewer.layers[MASKS_LAYER]
+            if isinstance(layer, Labels) and tuple(layer.data.shape) == shape:
+                return layer
+            self.viewer.layers.remove(MASKS_LAYER)
+        layer = self.viewer.add_labels(np.zeros(shape, dtype=np.uint32), name=MASKS_LAYER,
+                                       scale=image.scale[-len(shape):], translate=image.translate[-len(shape):])
+        layer.metadata["polygons"] = {}
+        self.labels_combo.setCurrentText(layer.name)
+        return layer
+
+    def show_prediction(self, image: Image, plane: tuple, pred) -> None:
+        layer = self.masks_layer(image)
+        labels = pred.labels()
+        if plane:
+            layer.data[plane] = labels
+        else:
+            layer.data[...] = labels
+        layer.metadata.setdefault("polygons", {})[plane] = dict(zip(pred.label_ids().tolist(), pred.polygons_xy))
+        layer.refresh()
+
+    # ---- actions -----------------------------------------------------------------------------------------
+    @guarded
+    def segment_my_boxes(self) -> None:
+        predictor = self._require_model()
+        image = self.image_layer()
+        layer = self.boxes_layer()
+        converted = self.read_boxes(image, layer)
+        if not converted.boxes:
+            show_warning("CellBoxify: no usable boxes to segment (draw rectangles in the boxes layer)")
+            return
+        ids = self.stable_ids(layer)
+        for plane, boxes in converted.boxes.items():
+            pixels = self.plane_image(image, plane)
+            pred = predictor.segment_boxes(pixels, boxes, ids=ids[converted.shape_index[plane]])
+            self.show_prediction(image, plane, pred)
+        show_info(f"CellBoxify: segmented {sum(len(b) for b in converted.boxes.values())} box(es)")
+
+    @guarded
+    def segment_image(self) -> None:
+        predictor = self._require_model()
+        image = self.image_layer()
+        shape = self.spatial_shape(image)
+        if self.all_planes_check.isChecked() and len(shape) > 2:
+            planes = [tuple(idx) for idx in np.ndindex(*shape[:-2])]
+        else:
+            planes = [self.current_plane(image)]
+        threshold, max_dets = self.score_spin.value(), self.max_dets_spin.value()
+        data = image.data
+
+        def work():
+            for plane in planes:
+                pixels = np.asarray(data[plane] if plane else data)
+                if max(pixels.shape[:2]) > 2048:  # large images: tiles keep memory bounded
+                    pred = predictor.segment_tiled(pixels, tile=1024, overlap=128, score_threshold=threshold)
+                else:
+                    pred = predictor.segment_image(pixels, threshold, max_dets)
+                yield plane, pred
+
+        worker = create_worker(work, _progress={"total": len(planes), "desc": "CellBoxify: segmenting"})
+        worker.yielded.connect(lambda item: self.show_prediction(image, item[0], item[1]))
+        worker.errored.connect(lambda exc: show_error(f"CellBoxify: segmentation failed: {exc}"))
+        worker.finished.connect(lambda: self._set_busy(False))
+        self._set_busy(True)
+        self.busy_worker = worker
+        worker.start()
+
+    def _set_busy(self, busy: bool) -> None:
+        for button in (self.segment_boxes_button, self.segment_image_button, self.export_button):
+            button.setEnabled(not busy)
+
+    @guarded
+    def fine_tune(self) -> None:
+        from ..data.coco import CocoSource, load_coco
+        from ..export import write_training_project
+
+        if self.train_worker is not None:
+            raise RuntimeError("training is already running")
+        image = self.image_layer()
+        layer = self.boxes_layer()
+        converted = self.read_boxes(image, layer)
+        n_boxes = sum(len(b) for b in converted.boxes.values())
+        if n_boxes == 0:
+            raise RuntimeError("draw some boxes around cells first: fine-tuning learns from them")
+        project = Path(self.project_edit.text()).expanduser()
+        items = []
+        for plane, boxes in sorted(converted.boxes.items()):
+            suffix = "_".join(map(str, plane))
+            items.append((f"{image.name}{'_' + suffix if suffix else ''}", self.plane_image(image, plane), boxes))
+        ann_path, images_dir = write_training_project(project, items)
+
+        config = self._fine_tune_config(items)
+        init = self.weights_path
+        self.cancel_event = threading.Event()
+        cancel, steps = self.cancel_event, config.train.steps
+        run_dir = project / "run"
+
+        def work():
+            from ..train import Trainer
+
+            source = CocoSource(load_coco(ann_path, images_dir), config)
+            trainer = Trainer(config, source, run_dir, init_weights=init, cancel=cancel, device=None)
+            yield from trainer.iter_steps()
+            return trainer.result
+
+        self.loss_plot.clear()
+        self.loss_label.setText(f"exporting {n_boxes} boxes → {ann_path}; training {steps} steps…")
+        worker = create_worker(work, _progress={"total": steps, "desc": "CellBoxify: fine-tuning"})
+        worker.yielded.connect(self._on_step)
+        worker.returned.connect(self._on_trained)
+        worker.errored.connect(lambda exc: show_error(f"CellBoxify: training failed: {exc}"))
+        worker.finished.connect(self._on_train_finished)
+        self.train_worker = worker
+        self.train_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        worker.start()
+
+    def _fine_tune_config(self, items) -> CellBoxifyConfig:
+        if self.predictor is not None:
+            config = CellBoxifyConfig.from_dict(self.predictor.config.to_dict())
+            config.train.lr = 1e-4  # fine-tuning from trained weights: the paper's learning rate
+        else:
+            config = CellBoxifyConfig.from_dict((self.base_config or small_cpu_config()).to_dict())
+        config.train.steps = self.steps_spin.value()
+        config.train.checkpoint_every = max(10, config.train.steps // 10)
+        config.train.log_every = 1
+        smallest = min(min(im.shape[:2]) for _, im, _ in items)
+        crop = config.data.crop_size or 256
+        config.data.crop_size = max(32, min(crop, 256, smallest))  # CPU-sized crops
+        return config
+
+    def _on_step(self, info) -> None:
+        self.loss_plot.add(info.loss)
+        self.loss_label.setText(f"step {info.step}/{info.total_steps}  loss {info.loss:.3f}")
+
+    def _on_trained(self, result) -> None:
+        if result is not None and result.weights is not None and Path(result.weights).exists():
+            self.load_weights(Path(result.weights))
+            state = "cancelled" if result.cancelled else "finished"
+            show_info(f"CellBoxify: training {state} at step {result.steps_done}; loaded {result.weights}")
+
+    def _on_train_finished(self) -> None:
+        self.train_worker = None
+        self.train_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+
+    def cancel_training(self) -> None:
+        if self.cancel_event is not None:
+            self.cancel_event.set()
+            self.loss_label.setText(self.loss_label.text() + "  (cancelling: finishing the current step)")
+
+    @guarded
+    def predictions_to_boxes(self) -> None:
+        from ..geometry import labels_to_boxes
+
+        image = self.image_layer()
+        labels_layer = self._layer(self.labels_combo, Labels, "a masks (Labels) layer")
+        plane = self.current_plane(image)
+        labels = np.asarray(labels_layer.data[plane] if plane else labels_layer.data)
+        ids, boxes = labels_to_boxes(labels)
+        if len(ids) == 0:
+            show_warning("CellBoxify: no masks on this slice to turn into boxes")
+            return
+        layer = self.boxes_layer(create=True)
+        features = layer.features
+        old_ids = (features["cell_id"].to_numpy() if "cell_id" in features and len(features) == len(layer.data)
+                   else np.zeros(len(layer.data)))
+        keep = [i for i, d in enumerate(layer.data) if tuple(np.round(np.asarray(d)[0, :-2]).astype(int)) != plane]
+        rects = boxes_to_rectangles(boxes, plane)
+        new_types = [layer.shape_type[i] for i in keep] + ["rectangle"] * len(rects)
+        new_data = [layer.data[i] for i in keep] + rects
+        layer.data = new_data
+        layer.shape_type = new_types
+        # the masks' ids become the boxes' ids, so segmenting the corrected boxes keeps the same labels
+        layer.features = {"cell_id": [int(old_ids[i]) for i in keep] + [int(i) for i in ids]}
+        show_info(f"CellBoxify: {len(rects)} boxes from the masks of this slice; correct them, then fine-tune again")
+
+    @guarded
+    def export(self) -> None:
+        from ..export import write_coco, write_label_tiff, write_measurements_csv
+
+        image = self.image_layer()
+        labels_layer = self._layer(self.labels_combo, Labels, "a masks (Labels) layer")
+        folder = Path(self.export_edit.text()).expanduser()
+        folder.mkdir(parents=True, exist_ok=True)
+        labels = np.asarray(labels_layer.data)
+        written = []
+        planes = [tuple(i) for i in np.ndindex(*labels.shape[:-2])] if labels.ndim > 2 else [()]
+        coco_items = []
+        for plane in planes:
+            suffix = ("_" + "_".join(map(str, plane))) if plane else ""
+            name = f"{image.name}{suffix}"
+            plane_labels = labels[plane] if plane else labels
+            coco_items.append((f"{name}.tif", plane_labels))
+            if self.export_csv.isChecked():
+                written.append(write_measurements_csv(folder / f"{name}_cells.csv", plane_labels,
+                                                      self.plane_image(image, plane)))
+        if self.export_tiff.isChecked():
+            written.append(write_label_tiff(folder / f"{image.name}_labels.tif", labels))
+        if self.export_coco.isChecked():
+            written.append(write_coco(folder / f"{image.name}_coco.json", coco_items))
+        if not written:
+            raise RuntimeError("choose at least one export format")
+        show_info(f"CellBoxify: wrote {len(written)} file(s) to {folder}")
