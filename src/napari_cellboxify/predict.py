@@ -89,13 +89,32 @@ class Predictor:
 
     def segment_image(self, image: np.ndarray, score_threshold: float | None = None,
                       max_detections: int | None = None) -> Prediction:
-        """Detect and segment every cell of a 2-D (or RGB) image; the best ``max_detections`` are kept."""
+        """Detect and segment every cell of a 2-D (or RGB) image; the best ``max_detections`` are kept.
+
+        If the device runs out of memory, the image is segmented again in tiles (halving the tile size until it
+        fits), so a large image on a small GPU still gets an answer.
+        """
         d = self.config.data
-        pred = self._segment_normalised(normalize_image(image, d.clahe, d.clahe_clip_limit), score_threshold)
+        norm = normalize_image(image, d.clahe, d.clahe_clip_limit)
+        try:
+            pred = self._segment_normalised(norm, score_threshold)
+        except torch.OutOfMemoryError:
+            pred = self._tiles_after_oom(norm, score_threshold)
         limit = max_detections or self.max_detections
         if limit is not None and len(pred) > limit:
             pred = pred.select(np.argsort(-pred.scores, kind="stable")[:limit])
         return pred
+
+    def _tiles_after_oom(self, norm: np.ndarray, score_threshold: float | None) -> Prediction:
+        tile = max(norm.shape) // 2
+        while tile >= 128:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            try:
+                return self._tiled_normalised(norm, tile, min(128, tile // 4), score_threshold)
+            except torch.OutOfMemoryError:
+                tile //= 2
+        raise MemoryError(f"out of {self.device.type} memory even with 128 px tiles: use a smaller image or the CPU")
 
     @torch.no_grad()
     def segment_boxes(self, image: np.ndarray, boxes_xyxy: np.ndarray, ids: np.ndarray | None = None) -> Prediction:
@@ -132,18 +151,23 @@ class Predictor:
             return self.segment_image(image, **kwargs)
         if overlap * 2 >= tile:
             raise ValueError(f"overlap ({overlap}) must be less than half the tile size ({tile})")
-        step = tile - overlap
-        ys = _tile_starts(h, tile, step)
-        xs = _tile_starts(w, tile, step)
         # normalise once over the whole image so that tiles share one contrast stretch
         d = self.config.data
         norm = normalize_image(image, d.clahe, d.clahe_clip_limit)
+        return self._tiled_normalised(norm, tile, overlap, kwargs.get("score_threshold"), progress)
+
+    def _tiled_normalised(self, norm: np.ndarray, tile: int, overlap: int, score_threshold: float | None,
+                          progress: Callable[[int, int], None] | None = None) -> Prediction:
+        h, w = norm.shape
+        step = tile - overlap
+        ys = _tile_starts(h, tile, step)
+        xs = _tile_starts(w, tile, step)
         parts = []
         total, done = len(ys) * len(xs), 0
         for y0 in ys:
             for x0 in xs:
                 crop = norm[y0 : y0 + tile, x0 : x0 + tile]
-                pred = self._segment_normalised(crop, kwargs.get("score_threshold"))
+                pred = self._segment_normalised(crop, score_threshold)
                 cy = (pred.boxes_xyxy[:, 1] + pred.boxes_xyxy[:, 3]) / 2 + y0
                 cx = (pred.boxes_xyxy[:, 0] + pred.boxes_xyxy[:, 2]) / 2 + x0
                 core_y0 = y0 + (overlap / 2 if y0 > 0 else 0)

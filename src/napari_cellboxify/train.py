@@ -221,7 +221,14 @@ class Trainer:
                 if self._should_stop():
                     break
                 t0 = time.time()
-                info = self._train_step(batch, total)
+                try:
+                    info = self._train_step(batch, total)
+                except torch.OutOfMemoryError:
+                    raise MemoryError(
+                        f"out of {self.device.type} memory at step {self.step + 1}: lower train.batch_size or "
+                        f"data.crop_size (now {self.config.train.batch_size} and {self.config.data.crop_size}); "
+                        f"the checkpoint of step {self.step} is kept"
+                    ) from None
                 info.seconds = time.time() - t0
                 record = {"step": info.step, "loss": info.loss, "lr": info.lr, "seconds": info.seconds, **info.terms}
                 history.append(record)

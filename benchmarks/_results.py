@@ -1,0 +1,41 @@
+"""Write a benchmark's figures into benchmarks/RESULTS.md, in its own section, with machine, command and date."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import re
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+HEADER = "# Benchmark results\n\nEach section is written by the script named in it; rerun the command to refresh it.\n"
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    threads = torch.get_num_threads()
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
+    return f"{cpu}, {os.cpu_count()} cores ({threads} torch threads){gpu}; torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def write_section(name: str, body: str) -> None:
+    text = RESULTS.read_text() if RESULTS.exists() else HEADER
+    command = "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    section = (f"<!-- {name} -->\n## {name}\n\n- command: `{command}`\n- machine: {machine()}\n- date: {stamp}\n\n"
+               f"{body.strip()}\n<!-- /{name} -->\n")
+    pattern = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->\n", re.S)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section
+    RESULTS.write_text(text)
+    print(section)
