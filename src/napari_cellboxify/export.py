@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import tifffile
 
 from .io_utils import atomic_write_text, atomic_write_with
 
@@ -21,8 +22,6 @@ MEASUREMENTS = ("label", "area", "perimeter", "centroid", "eccentricity", "inten
 
 def write_label_tiff(path: str | Path, labels: np.ndarray) -> Path:
     """Write a label image (uint16 if the ids fit, else uint32) as a compressed TIFF."""
-    import tifffile
-
     labels = np.asarray(labels)
     dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
     atomic_write_with(path, lambda tmp: tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib"), ".tif")
@@ -121,8 +120,6 @@ def write_training_project(folder: str | Path, items: Sequence[tuple[str, np.nda
     Returns (annotation file, image folder). Images are written before the annotation file, each atomically,
     so the annotation file never names an image that is not complete.
     """
-    import tifffile
-
     folder = Path(folder)
     images_dir = folder / "images"
     images_dir.mkdir(parents=True, exist_ok=True)

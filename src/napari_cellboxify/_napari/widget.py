@@ -22,9 +22,20 @@ from qtpy.QtWidgets import (
     QPushButton, QSpinBox, QVBoxLayout, QWidget,
 )
 
+import torch._dynamo  # noqa: F401  (see below)
+
+from ..checkpoint import load_model
 from ..config import CellBoxifyConfig, small_cpu_config
+from ..data.coco import CocoSource, load_coco
+from ..export import write_training_project
+from ..predict import Predictor
 from ..shapes import boxes_to_rectangles, shapes_to_boxes
+from ..train import Trainer
 from .io import BOX_STYLE
+
+# The imports above are done here, on the main thread, on purpose: a first import inside a worker thread
+# (loading extension modules, and torch._dynamo, which torch's optimisers import on their first step) holds
+# the GIL for hundreds of milliseconds and froze napari's event loop that long (measured: 0.5 s stalls).
 
 MASKS_LAYER = "CellBoxify masks"
 BOXES_LAYER = "CellBoxify boxes"
@@ -221,13 +232,13 @@ class CellBoxifyWidget(QWidget):
             guarded(lambda self: self.load_weights(Path(path)))(self)
 
     def load_weights(self, path: Path) -> None:
-        from ..checkpoint import load_model
-        from ..predict import Predictor
-
         model, _ = load_model(path, "cpu")
+        self.use_model(model, Path(path))
+
+    def use_model(self, model, path: Path) -> None:
         self.predictor = Predictor(model, "auto")
-        self.weights_path = Path(path)
-        self.weights_label.setText(f"{Path(path).name} ({model.config.model.backbone}, {self.predictor.device.type})")
+        self.weights_path = path
+        self.weights_label.setText(f"{path.name} ({model.config.model.backbone}, {self.predictor.device.type})")
 
     def _require_model(self):
         if self.predictor is None:
@@ -372,9 +383,6 @@ class CellBoxifyWidget(QWidget):
 
     @guarded
     def fine_tune(self) -> None:
-        from ..data.coco import CocoSource, load_coco
-        from ..export import write_training_project
-
         if self.train_worker is not None:
             raise RuntimeError("training is already running")
         image = self.image_layer()
@@ -388,7 +396,6 @@ class CellBoxifyWidget(QWidget):
         for plane, boxes in sorted(converted.boxes.items()):
             suffix = "_".join(map(str, plane))
             items.append((f"{image.name}{'_' + suffix if suffix else ''}", self.plane_image(image, plane), boxes))
-        ann_path, images_dir = write_training_project(project, items)
 
         config = self._fine_tune_config(items)
         init = self.weights_path
@@ -397,15 +404,17 @@ class CellBoxifyWidget(QWidget):
         run_dir = project / "run"
 
         def work():
-            from ..train import Trainer
-
+            # everything slow happens here, off the event loop: writing the project, building, training, loading
+            ann_path, images_dir = write_training_project(project, items)
             source = CocoSource(load_coco(ann_path, images_dir), config)
             trainer = Trainer(config, source, run_dir, init_weights=init, cancel=cancel, device=None)
             yield from trainer.iter_steps()
-            return trainer.result
+            result = trainer.result
+            model = load_model(result.weights, "cpu")[0] if result.weights and Path(result.weights).exists() else None
+            return result, model
 
         self.loss_plot.clear()
-        self.loss_label.setText(f"exporting {n_boxes} boxes → {ann_path}; training {steps} steps…")
+        self.loss_label.setText(f"writing {n_boxes} boxes to {project}; training {steps} steps…")
         worker = create_worker(work, _progress={"total": steps, "desc": "CellBoxify: fine-tuning"})
         worker.yielded.connect(self._on_step)
         worker.returned.connect(self._on_trained)
@@ -434,9 +443,10 @@ class CellBoxifyWidget(QWidget):
         self.loss_plot.add(info.loss)
         self.loss_label.setText(f"step {info.step}/{info.total_steps}  loss {info.loss:.3f}")
 
-    def _on_trained(self, result) -> None:
-        if result is not None and result.weights is not None and Path(result.weights).exists():
-            self.load_weights(Path(result.weights))
+    def _on_trained(self, returned) -> None:
+        result, model = returned
+        if model is not None:
+            self.use_model(model, Path(result.weights))
             state = "cancelled" if result.cancelled else "finished"
             show_info(f"CellBoxify: training {state} at step {result.steps_done}; loaded {result.weights}")
 

@@ -1,0 +1,54 @@
+"""Screenshot of the CellBoxify panel on a real LIVECell val image with its predicted masks (docs/widget.png).
+
+    xvfb-run -a python scripts/screenshot.py [--weights FILE] [--out docs/widget.png]
+
+Without --weights it uses the shipped default weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+VAL = REPO.parent / "shared" / "data" / "livecell-mini" / "val"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--weights", type=Path)
+    parser.add_argument("--image", default="A172_Phase_C7_1_01d12h00m_3.tif")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "widget.png")
+    args = parser.parse_args()
+
+    import napari
+    from qtpy.QtWidgets import QApplication
+    from skimage.io import imsave
+
+    from napari_cellboxify._napari.widget import MASKS_LAYER, CellBoxifyWidget
+    from napari_cellboxify.data.images import read_image
+
+    viewer = napari.Viewer()
+    viewer.window.resize(1400, 900)
+    widget = CellBoxifyWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="CellBoxify")
+    if args.weights:
+        widget.load_weights(args.weights)
+    image = read_image(VAL / "images" / args.image)
+    viewer.add_image(image, name=Path(args.image).stem)
+    widget.segment_image()
+    app = QApplication.instance()
+    while not widget.segment_image_button.isEnabled():
+        app.processEvents()
+    viewer.layers[MASKS_LAYER].opacity = 0.5
+    viewer.layers[MASKS_LAYER].contour = 0
+    viewer.reset_view()
+    app.processEvents()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    imsave(args.out, viewer.screenshot(canvas_only=False, flash=False))
+    print(f"wrote {args.out}")
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()
