@@ -146,12 +146,7 @@ class CellBoxifyWidget(QWidget):
 
         tune = QGroupBox("Fine-tune on my boxes")
         tune_form = QFormLayout(tune)
-        self.project_edit = QLineEdit(str(Path.home() / "cellboxify-project"))
-        browse = QPushButton("…")
-        browse.clicked.connect(lambda: self._browse(self.project_edit))
-        prow = QHBoxLayout()
-        prow.addWidget(self.project_edit, 1)
-        prow.addWidget(browse)
+        self.project_edit, prow = self._folder_row("cellboxify-project")
         self.steps_spin = QSpinBox()
         self.steps_spin.setRange(1, 100000)
         self.steps_spin.setValue(200)
@@ -179,12 +174,7 @@ class CellBoxifyWidget(QWidget):
 
         exp = QGroupBox("Export masks")
         exp_form = QFormLayout(exp)
-        self.export_edit = QLineEdit(str(Path.home() / "cellboxify-export"))
-        ebrowse = QPushButton("…")
-        ebrowse.clicked.connect(lambda: self._browse(self.export_edit))
-        erow = QHBoxLayout()
-        erow.addWidget(self.export_edit, 1)
-        erow.addWidget(ebrowse)
+        self.export_edit, erow = self._folder_row("cellboxify-export")
         self.export_tiff, self.export_coco, self.export_csv = (QCheckBox(t) for t in ("label TIFF", "COCO", "CSV"))
         for box in (self.export_tiff, self.export_coco, self.export_csv):
             box.setChecked(True)
@@ -198,6 +188,16 @@ class CellBoxifyWidget(QWidget):
         exp_form.addRow(self.export_button)
         layout.addWidget(exp)
         layout.addStretch(1)
+
+    def _folder_row(self, default_name: str) -> tuple[QLineEdit, QHBoxLayout]:
+        """A folder path field with a browse button, defaulting to ~/default_name."""
+        edit = QLineEdit(str(Path.home() / default_name))
+        browse = QPushButton("…")
+        browse.clicked.connect(lambda: self._browse(edit))
+        row = QHBoxLayout()
+        row.addWidget(edit, 1)
+        row.addWidget(browse)
+        return edit, row
 
     def _browse(self, edit: QLineEdit) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Choose a folder", edit.text())
