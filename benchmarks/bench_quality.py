@@ -1,7 +1,7 @@
 """Quality on livecell-mini: box-only vs full-mask training of the same net, same budget; oracle-box IoU.
 
-Trains (or resumes) two runs with the same config and steps — ``RUNS/livecell_box`` (boxes only) and
-``RUNS/livecell_mask`` (full masks) — on ``livecell-mini/train``, evaluates both on ``livecell-mini/val`` with
+Trains (or resumes) two runs with the same config and steps — ``RUNS/bench_box`` (boxes only) and
+``RUNS/bench_mask`` (full masks) — on ``livecell-mini/train``, evaluates both on ``livecell-mini/val`` with
 LIVECell's COCO settings, and writes segm/bbox AP of each, their ratio, per-cell-type AP, and the oracle-box
 mean mask IoU beside the filled-box and inscribed-ellipse baselines. CPU training is slow: run it again and it
 resumes each run from its last checkpoint up to ``--steps``.
@@ -66,7 +66,7 @@ def main() -> None:
     if not (DATA / "train" / "annotations.json").exists():
         sys.exit(f"LIVECell mini data not found at {DATA}")
     config = CellBoxifyConfig.load(args.config)
-    runs = {"box": args.runs / "livecell_box", "mask": args.runs / "livecell_mask"}
+    runs = {"box": args.runs / "bench_box", "mask": args.runs / "bench_mask"}
     if not args.eval_only:
         for supervision, run in runs.items():
             train_run(config, supervision, run, args.steps)
