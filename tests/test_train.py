@@ -78,3 +78,23 @@ def _env():
     import os
 
     return dict(os.environ, OMP_NUM_THREADS="1")
+
+
+def test_training_in_a_subprocess_streams_steps_and_returns_the_result(tmp_path):
+    from napari_cellboxify.train_process import run_to_end, train_in_subprocess
+
+    json_path, images_dir = write_synthetic_coco(tmp_path / "data", n_images=1, shape=(96, 96), n_cells=4)
+    config = tiny_config(steps=3)
+    infos, result = run_to_end(train_in_subprocess(config, json_path, images_dir, tmp_path / "run"))
+    assert [i.step for i in infos] == [1, 2, 3]
+    assert result.steps_done == 3 and not result.cancelled
+    assert read_checkpoint(result.weights)["step"] == 3
+
+
+def test_errors_in_the_training_subprocess_reach_the_caller(tmp_path):
+    from napari_cellboxify.train_process import run_to_end, train_in_subprocess
+
+    json_path, images_dir = write_synthetic_coco(tmp_path / "data", n_images=1, shape=(96, 96), n_cells=4)
+    with pytest.raises(RuntimeError, match="weights file not found"):
+        run_to_end(train_in_subprocess(tiny_config(steps=2), json_path, images_dir, tmp_path / "run",
+                                       init_weights=tmp_path / "missing.pt"))

@@ -1,8 +1,9 @@
 """The CellBoxify dock widget: draw boxes, segment, fine-tune in the background, correct, export.
 
 A thin skin: it converts layers <-> core types (2-D planes, boxes, label images) and calls the core
-(``Predictor``, ``Trainer``, ``export``). Everything slow runs in napari thread workers; the widget only reacts to
-their signals, so the viewer stays responsive. Errors become napari notifications, never tracebacks.
+(``Predictor``, ``Trainer``, ``export``). Everything slow runs in napari thread workers — training in a child
+process they watch — and the widget only reacts to their signals, so the viewer stays responsive. Errors
+become napari notifications, never tracebacks.
 """
 
 from __future__ import annotations
@@ -22,20 +23,16 @@ from qtpy.QtWidgets import (
     QPushButton, QSpinBox, QVBoxLayout, QWidget,
 )
 
-import torch._dynamo  # noqa: F401  (see below)
-
 from ..checkpoint import load_model
 from ..config import CellBoxifyConfig, small_cpu_config
-from ..data.coco import CocoSource, load_coco
 from ..export import write_training_project
 from ..predict import Predictor
 from ..shapes import boxes_to_rectangles, shapes_to_boxes
-from ..train import Trainer
+from ..train_process import train_in_subprocess
 from .io import BOX_STYLE
 
 # The imports above are done here, on the main thread, on purpose: a first import inside a worker thread
-# (loading extension modules, and torch._dynamo, which torch's optimisers import on their first step) holds
-# the GIL for hundreds of milliseconds and froze napari's event loop that long (measured: 0.5 s stalls).
+# (loading extension modules) holds the GIL and freezes napari's event loop meanwhile (measured: 0.5 s).
 
 MASKS_LAYER = "CellBoxify masks"
 BOXES_LAYER = "CellBoxify boxes"
@@ -404,12 +401,10 @@ class CellBoxifyWidget(QWidget):
         run_dir = project / "run"
 
         def work():
-            # everything slow happens here, off the event loop: writing the project, building, training, loading
+            # Off the event loop: writing the project and loading the result happen in this worker thread, the
+            # training itself in a child process (see train_process: a thread would share the GIL with Qt).
             ann_path, images_dir = write_training_project(project, items)
-            source = CocoSource(load_coco(ann_path, images_dir), config)
-            trainer = Trainer(config, source, run_dir, init_weights=init, cancel=cancel, device=None)
-            yield from trainer.iter_steps()
-            result = trainer.result
+            result = yield from train_in_subprocess(config, ann_path, images_dir, run_dir, init, cancel)
             model = load_model(result.weights, "cpu")[0] if result.weights and Path(result.weights).exists() else None
             return result, model
 

@@ -1,0 +1,96 @@
+"""Run the Trainer in a separate process and stream its progress back (for GUIs).
+
+A training thread inside napari shares the interpreter lock with the event loop: pickling checkpoints, building
+the model and the first imports hold it for hundreds of milliseconds (measured), and the viewer stalls. A
+child process shares nothing, so the viewer's event loop never waits for training; the parent only polls a
+queue. The child is started with "spawn" (forking a process that runs Qt is unsafe) and is a daemon: closing
+napari ends it, and its last checkpoint (written atomically) stays on disk.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue as queue_module
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+from .config import CellBoxifyConfig
+from .train import StepInfo, TrainResult
+
+
+def _child(config_dict: dict, ann_path: str, images_dir: str, run_dir: str, init: str | None, out_q, cancel) -> None:
+    try:
+        import os
+
+        if hasattr(os, "nice"):
+            os.nice(10)  # background work: on a laptop's few cores the viewer must win every contest
+        from .data.coco import CocoSource, load_coco
+        from .train import Trainer
+
+        config = CellBoxifyConfig.from_dict(config_dict)
+        source = CocoSource(load_coco(ann_path, images_dir), config)
+        trainer = Trainer(config, source, run_dir, init_weights=init, cancel=cancel)
+        for info in trainer.iter_steps():
+            out_q.put(("step", info))
+        out_q.put(("done", trainer.result))
+    except BaseException as exc:  # everything reaches the parent as one message
+        out_q.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def train_in_subprocess(
+    config: CellBoxifyConfig,
+    annotations: str | Path,
+    images_dir: str | Path,
+    run_dir: str | Path,
+    init_weights: str | Path | None = None,
+    cancel: threading.Event | None = None,
+    poll_seconds: float = 0.1,
+) -> Iterator[StepInfo]:
+    """Yield a ``StepInfo`` per step from a training child process; the generator's return value (and
+    ``StopIteration.value``) is the ``TrainResult``. Setting ``cancel`` stops the child after its current step;
+    closing the generator does the same. Errors in the child are raised here as ``RuntimeError``."""
+    ctx = mp.get_context("spawn")
+    out_q = ctx.Queue()
+    child_cancel = ctx.Event()
+    process = ctx.Process(
+        target=_child,
+        args=(config.to_dict(), str(annotations), str(images_dir), str(run_dir),
+              str(init_weights) if init_weights else None, out_q, child_cancel),
+        daemon=True,
+    )
+    process.start()
+    try:
+        while True:
+            if cancel is not None and cancel.is_set():
+                child_cancel.set()
+            try:
+                kind, payload = out_q.get(timeout=poll_seconds)
+            except queue_module.Empty:
+                if not process.is_alive():
+                    raise RuntimeError(f"the training process ended unexpectedly (exit code {process.exitcode})")
+                continue
+            if kind == "step":
+                yield payload
+            elif kind == "done":
+                return payload
+            else:
+                raise RuntimeError(payload)
+    finally:
+        child_cancel.set()  # a closed generator (e.g. napari quitting the worker) stops the child too
+        process.join(timeout=120)
+        if process.is_alive():
+            process.terminate()
+
+
+def run_to_end(generator: Iterator[StepInfo]) -> tuple[list[StepInfo], Any]:
+    """Consume a ``train_in_subprocess`` generator: (step infos, TrainResult)."""
+    infos = []
+    while True:
+        try:
+            infos.append(next(generator))
+        except StopIteration as stop:
+            return infos, stop.value
+
+
+__all__ = ["TrainResult", "run_to_end", "train_in_subprocess"]
