@@ -102,3 +102,21 @@ def test_labels_to_boxes():
     labels[2:5, 3:7] = 4
     ids, boxes = labels_to_boxes(labels)
     assert ids.tolist() == [4] and boxes.tolist() == [[3, 2, 7, 5]]
+
+
+def test_rgba_drops_alpha_and_matches_gray():
+    rng = np.random.default_rng(1)
+    u8 = (rng.random((40, 40)) * 255).astype(np.uint8)
+    rgba = np.dstack([u8, u8, u8, np.full_like(u8, 7)])
+    assert np.abs(normalize_image(rgba) - normalize_image(u8)).mean() < 0.02
+
+
+def test_non_image_files_get_a_clear_error(tmp_path):
+    from napari_cellboxify.data.images import ImageReadError, read_image
+
+    bogus = tmp_path / "notes.tif"
+    bogus.write_text("not an image")
+    with pytest.raises(ImageReadError, match="cannot read"):
+        read_image(bogus)
+    with pytest.raises(ImageReadError, match="not found"):
+        read_image(tmp_path / "missing.png")
