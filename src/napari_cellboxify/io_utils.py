@@ -49,3 +49,18 @@ def atomic_write_with(path: str | Path, writer: Callable[[Path], None], suffix: 
     """Call ``writer(tmp_path)`` and publish the result at ``path`` atomically."""
     with atomic_path(path, suffix=suffix) as tmp:
         writer(tmp)
+
+
+def remove_stale_temporaries(folder: str | Path, names: list[str]) -> list[Path]:
+    """Delete temporary files that a killed writer left beside ``names`` in ``folder`` (SIGKILL skips cleanup).
+
+    Only this module's own pattern (``.NAME.<random>.tmp``) is touched; returns what was removed.
+    """
+    folder = Path(folder)
+    removed = []
+    for name in names:
+        for stale in folder.glob(f".{name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+                removed.append(stale)
+    return removed

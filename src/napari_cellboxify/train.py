@@ -24,7 +24,7 @@ from .checkpoint import CheckpointError, config_from_checkpoint, load_state, rea
 from .config import CellBoxifyConfig
 from .data.dataset import Source, StepBatches, collate_single
 from .device import autocast_enabled, pick_device
-from .io_utils import atomic_write_text
+from .io_utils import atomic_write_text, remove_stale_temporaries
 from .losses import combine_losses
 
 
@@ -129,6 +129,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.step = 0
         self.result: TrainResult | None = None
+        if self.rank == 0:  # a run killed mid-write (SIGKILL) leaves its temporary file; the real one is intact
+            remove_stale_temporaries(self.out_dir, ["last.pt", "model.pt", "loss_log.jsonl", "config.json"])
         self.ddp_model = self.model
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
