@@ -127,6 +127,3 @@ def oracle_box_iou(predictor: Predictor, coco: CocoFile, progress: Callable[[int
         "num_cells": len(ious["model"])
     }
 
-
-def load_eval_data(annotations: str | Path, images_dir: str | Path) -> CocoFile:
-    return load_coco(annotations, images_dir)
