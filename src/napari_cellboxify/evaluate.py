@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from .data.coco import CocoFile, load_coco
+from .data.coco import CocoFile
 from .data.images import read_image
 from .geometry import box_inscribed_ellipse, box_polygon, mask_iou, polygon_to_mask
 from .predict import Prediction, Predictor
