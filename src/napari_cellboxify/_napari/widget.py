@@ -25,10 +25,12 @@ from qtpy.QtWidgets import (
 
 from ..checkpoint import load_model
 from ..config import CellBoxifyConfig, small_cpu_config
-from ..export import write_training_project
+from ..export import write_coco, write_label_tiff, write_measurements_csv, write_training_project
+from ..geometry import labels_to_boxes
 from ..predict import Predictor
 from ..shapes import boxes_to_rectangles, shapes_to_boxes
 from ..train_process import train_in_subprocess
+from ..weights import WeightsError, default_weights_path
 from .io import BOX_STYLE
 
 # The imports above are done here, on the main thread, on purpose: a first import inside a worker thread
@@ -214,8 +216,6 @@ class CellBoxifyWidget(QWidget):
 
     # ---- model -------------------------------------------------------------------------------------------
     def _try_default_weights(self) -> None:
-        from ..weights import WeightsError, default_weights_path
-
         try:
             self.load_weights(default_weights_path())
         except WeightsError as exc:
@@ -457,8 +457,6 @@ class CellBoxifyWidget(QWidget):
 
     @guarded
     def predictions_to_boxes(self) -> None:
-        from ..geometry import labels_to_boxes
-
         image = self.image_layer()
         labels_layer = self._layer(self.labels_combo, Labels, "a masks (Labels) layer")
         plane = self.current_plane(image)
@@ -483,8 +481,6 @@ class CellBoxifyWidget(QWidget):
 
     @guarded
     def export(self) -> None:
-        from ..export import write_coco, write_label_tiff, write_measurements_csv
-
         image = self.image_layer()
         labels_layer = self._layer(self.labels_combo, Labels, "a masks (Labels) layer")
         folder = Path(self.export_edit.text()).expanduser()
