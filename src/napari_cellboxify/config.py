@@ -62,7 +62,12 @@ class LossConfig:
     local_dilation: int = 2
     # Neighbours count as "similar" when exp(-scale * |dI|) >= threshold, intensities in [0, 1].
     local_similarity_scale: float = 10.0
-    local_similarity_threshold: float = 0.3
+    # 0.7 (|dI| <= 0.036), not BoxInst's 0.3 for LAB colour: CLAHE'd phase contrast has low-contrast cell edges.
+    local_similarity_threshold: float = 0.7
+    # Image channel the Chan-Vese term separates: "contrast" (local std, see losses.pairwise.local_contrast) or
+    # "intensity". Phase-contrast cells differ from background in texture, not in mean intensity.
+    global_channel: str = "contrast"
+    contrast_window: int = 5
     raster_size: int = 64
     raster_padding: float = 4.0  # px added around the GT box for the crop the polygon is rasterised in
     inv_smoothness: float = 0.1
@@ -166,6 +171,8 @@ class CellBoxifyConfig:
             (m.image_scale > 0, "model.image_scale must be > 0"),
             (m.detections_per_img > 0, "model.detections_per_img must be > 0"),
             (lo.supervision in ("box", "mask"), "loss.supervision must be box or mask"),
+            (lo.global_channel in ("contrast", "intensity"), "loss.global_channel must be contrast or intensity"),
+            (lo.contrast_window >= 3 and lo.contrast_window % 2 == 1, "loss.contrast_window must be an odd number >= 3"),
             (lo.raster_size >= 8, "loss.raster_size must be >= 8"),
             (lo.inv_smoothness > 0, "loss.inv_smoothness must be > 0"),
             (d.crop_size is None or d.crop_size >= 32, "data.crop_size must be None or >= 32"),

@@ -27,14 +27,17 @@ def local_pairwise_loss(
     kernel: int = 3,
     dilation: int = 2,
     similarity_scale: float = 10.0,
-    similarity_threshold: float = 0.3,
+    similarity_threshold: float = 0.7,
 ) -> Tensor:
     """Neighbours of similar intensity should share a label (BoxInst-style, on the polygon's soft raster).
 
     Args:
         logits: (N, S, S) occupancy logits of the predicted polygons in the crop frame.
         image_crops: (N, S, S) or (N, C, S, S) image intensities in [0, 1] over the same crops.
-        inside_box: (N, S, S) bool, pixels that lie inside the (unpadded) GT box: pairs are only taken there.
+        inside_box: (N, S, S) bool, pixels that lie inside the (unpadded) GT box. A pair counts when either of
+            its pixels lies inside: pairs that straddle the box edge are what make a filled box pay for cutting
+            through uniform background (with inside-only pairs the filled box is the loss's minimum; measured
+            on LIVECell by benchmarks/bench_loss_fit.py).
     Returns:
         mean over similar pairs of ``-log P(same label)``.
     """
@@ -53,8 +56,23 @@ def local_pairwise_loss(
     similarity = torch.exp(-similarity_scale * diff)
     inside = inside_box[:, None].to(logits.dtype)
     nb_inside = _neighbours(inside, kernel, dilation)[:, 0]
-    weight = (similarity >= similarity_threshold).to(logits.dtype) * inside[:, 0][:, None] * nb_inside
+    in_crop = _neighbours(torch.ones_like(inside), kernel, dilation)[:, 0]  # unfold's zero padding is no pixel
+    either = torch.maximum(inside[:, 0][:, None], nb_inside)
+    weight = (similarity >= similarity_threshold).to(logits.dtype) * either * in_crop
     return -(log_same * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def local_contrast(gray: Tensor, window: int = 5, gain: float = 4.0) -> Tensor:
+    """Local standard deviation of (B, 1, H, W) intensities in a ``window``-pixel square, times ``gain``, in [0, 1].
+
+    Why: in phase contrast a cell and its background have the *same mean* intensity (LIVECell A172: 0.535 vs
+    0.537 after CLAHE); what differs is texture (local std 0.12 in cells, 0.018 in background). Chan-Vese on raw
+    intensity is flat there; on this channel it ranks the true contour below the ellipse and the box.
+    """
+    pad = window // 2
+    mean = F.avg_pool2d(gray, window, 1, pad, count_include_pad=False)
+    mean_sq = F.avg_pool2d(gray * gray, window, 1, pad, count_include_pad=False)
+    return ((mean_sq - mean * mean).clamp_min(0).sqrt() * gain).clamp(0, 1)
 
 
 def global_pairwise_loss(logits: Tensor, image_crops: Tensor) -> Tensor:

@@ -14,7 +14,7 @@ from torchvision.ops import MultiScaleRoIAlign, roi_align
 
 from ..config import LossConfig
 from ..losses.mask import mask_loss
-from ..losses.pairwise import global_pairwise_loss, local_pairwise_loss
+from ..losses.pairwise import global_pairwise_loss, local_contrast, local_pairwise_loss
 from ..losses.rasterize import pad_boxes, polygons_to_box_frame, soft_rasterize_logits
 from ..losses.unary import unary_loss
 from .polygon_head import PolygonHead, box_to_image
@@ -113,7 +113,10 @@ class PolygonRoIHeads(RoIHeads):
             masks = self._gt_mask_crops(targets, torch.cat(gt_index), img_idx, crop_boxes)
         else:
             gray = images[:, :1] * self.image_std[:, :1] + self.image_mean[:, :1]  # undo normalisation -> [0, 1]
-            crops = roi_align(gray, crop_boxes, output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+            region = gray if cfg.global_channel == "intensity" else local_contrast(gray, cfg.contrast_window)
+            # channel 0 drives the local term (intensity edges), channel 1 the Chan-Vese term
+            crops = roi_align(torch.cat([gray, region], dim=1), crop_boxes, output_size=size, spatial_scale=1.0,
+                              sampling_ratio=2, aligned=True)
             inside = self._inside_gt_box(gts, size, pad)
 
         totals = {name: zero for name in names}
@@ -133,7 +136,7 @@ class PolygonRoIHeads(RoIHeads):
                 similarity_scale=cfg.local_similarity_scale,
                 similarity_threshold=cfg.local_similarity_threshold,
             )
-            totals["loss_global"] = totals["loss_global"] + global_pairwise_loss(logits, crops[:, 0])
+            totals["loss_global"] = totals["loss_global"] + global_pairwise_loss(logits, crops[:, 1])
         return {name: value / len(stages) for name, value in totals.items()}
 
     @staticmethod
