@@ -1,11 +1,13 @@
-"""What can the box-only losses teach at best?  Fit free polygons to GT boxes with the losses alone.
+"""Do the box-only losses prefer the true cell contour?  Measured on real images, without a network.
 
-No network: every GT box gets its own 64 free vertices (starting from the inscribed ellipse) that Adam moves to
-minimise ``alpha*L_unary + beta*L_local + gamma*L_global`` on the real image. The mean mask IoU of the fitted
-polygons against the GT masks is an upper bound on what a network trained with those losses can learn, and it
-takes seconds, so loss variants can be compared before spending hours of training on one.
+Part 1 (ranking, seconds): each loss term evaluated at three contours inside every GT box: the true polygon
+(LIVECell's annotation, resampled to 64 vertices), the inscribed ellipse and the filled box. A loss that a
+network can learn masks from must rank the true contour lowest; on LIVECell, session 1's local term ranked the
+filled box lowest and the intensity Chan-Vese term was flat.
+Part 2 (``--fit``, minutes): smooth contours (ellipse + 8 Fourier harmonics per box) fitted by Adam to each
+variant's total loss; their mean mask IoU against the GT masks.
 
-    python benchmarks/bench_loss_fit.py [--images 3] [--iters 300] [--variants default,...]
+    python benchmarks/bench_loss_fit.py [--images 5] [--cells 60] [--fit --iters 150]
 
 Runs on livecell-mini/train (tuning data, never val) and writes a table into benchmarks/RESULTS.md.
 """
@@ -15,23 +17,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.ops import roi_align
 
 from napari_cellboxify.config import LossConfig
 from napari_cellboxify.data.coco import load_coco
 from napari_cellboxify.data.images import read_image
 from napari_cellboxify.data.transforms import normalize_image
-from napari_cellboxify.geometry import box_inscribed_ellipse, mask_iou, polygon_to_mask
+from napari_cellboxify.geometry import box_inscribed_ellipse, mask_iou, polygon_to_mask, resample_polygon
 from napari_cellboxify.losses import global_pairwise_loss, local_pairwise_loss, soft_rasterize_logits, unary_loss
-from napari_cellboxify.losses.pairwise import local_contrast
-from napari_cellboxify.losses.rasterize import pad_boxes, polygons_to_box_frame
+from napari_cellboxify.losses.crops import gt_box_crops
+from napari_cellboxify.losses.rasterize import polygons_to_box_frame
 from napari_cellboxify.model.polygon_head import box_to_image, initial_contour
-from napari_cellboxify.model.roi_heads import PolygonRoIHeads
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import write_section  # noqa: E402
@@ -39,7 +38,7 @@ from _results import write_section  # noqa: E402
 HARMONICS = 8
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "livecell-mini" / "train"
 
-# Each variant changes LossConfig fields (and may name an image channel for the pairwise terms).
+# Each variant changes LossConfig fields.
 VARIANTS: dict[str, dict] = {
     "default": {},
     "unary only": {"local_weight": 0.0, "global_weight": 0.0},
@@ -67,14 +66,8 @@ def fit(gray: torch.Tensor, boxes: torch.Tensor, cfg: LossConfig, iters: int, lr
     basis = torch.cat([torch.cos(k * theta), torch.sin(k * theta)])  # (2K, V)
     coeffs = torch.zeros(n, 2 * HARMONICS, 2, requires_grad=True)
     size, pad = cfg.raster_size, cfg.raster_padding
-    crop_boxes = torch.cat([boxes.new_zeros((n, 1)), pad_boxes(boxes, pad)], dim=1)
-    # the same channels as the model's training (PolygonRoIHeads._polygon_losses)
-    region = gray[None, None] if cfg.global_channel == "intensity" else local_contrast(gray[None, None],
-                                                                                        cfg.contrast_window)
-    stack = torch.cat([gray[None, None], region], dim=1)
-    crops = roi_align(stack, crop_boxes, output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+    crops, inside = gt_box_crops(gray[None, None], torch.zeros(n, dtype=torch.long), boxes, cfg)
     local_crops, global_crops = crops[:, 0], crops[:, 1]
-    inside = PolygonRoIHeads._inside_gt_box(boxes, size, pad)
     opt = torch.optim.Adam([coeffs], lr=lr)
 
     def vertices():
@@ -96,6 +89,39 @@ def fit(gray: torch.Tensor, boxes: torch.Tensor, cfg: LossConfig, iters: int, lr
     return box_to_image(vertices().detach(), boxes)
 
 
+CONTOURS = ("true contour", "ellipse", "filled box")
+
+
+def contour_losses(gray: torch.Tensor, boxes: torch.Tensor, polygons: torch.Tensor, cfg: LossConfig) -> dict:
+    """Each loss term (mean over the boxes) for image-frame polygons (N, V, 2) in their GT boxes."""
+    crops, inside = gt_box_crops(gray[None, None], torch.zeros(len(boxes), dtype=torch.long), boxes, cfg)
+    logits = soft_rasterize_logits(polygons_to_box_frame(polygons, boxes, cfg.raster_size, cfg.raster_padding),
+                                   cfg.raster_size, cfg.inv_smoothness)
+    return {
+        "unary": float(unary_loss(polygons, boxes)),
+        "local": float(local_pairwise_loss(logits, crops[:, 0], inside, cfg.local_kernel, cfg.local_dilation,
+                                           cfg.local_similarity_scale, cfg.local_similarity_threshold)),
+        "global": float(global_pairwise_loss(logits, crops[:, 1])),
+    }
+
+
+def rank_contours(images, cfg: LossConfig) -> dict[str, dict[str, float]]:
+    """{term: {contour: mean loss over images}} for the true contour, the ellipse and the filled box."""
+    sums: dict[str, dict[str, list]] = {}
+    for _, pixels, boxes, _, contours in images:
+        gray = torch.from_numpy(normalize_image(pixels))
+        b = torch.from_numpy(boxes)
+        shapes = {
+            "true contour": torch.from_numpy(contours),
+            "ellipse": box_to_image(initial_contour(64)[None].repeat(len(b), 1, 1), b),
+            "filled box": box_to_image(initial_contour(64, "box")[None].repeat(len(b), 1, 1), b),
+        }
+        for contour, poly in shapes.items():
+            for term, value in contour_losses(gray, b, poly, cfg).items():
+                sums.setdefault(term, {}).setdefault(contour, []).append(value)
+    return {term: {c: float(np.mean(v)) for c, v in by.items()} for term, by in sums.items()}
+
+
 def load_images(count: int, max_cells: int):
     coco = load_coco(DATA / "annotations.json", DATA / "images")
     index = coco.pycocotools()
@@ -114,7 +140,8 @@ def load_images(count: int, max_cells: int):
         boxes = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
                           for a in anns], np.float32)
         truths = [index.annToMask(a).astype(bool) for a in anns]
-        out.append((im.file_name, read_image(im.path), boxes, truths))
+        contours = np.stack([resample_polygon(a["segmentation"][0], 64) for a in anns]).astype(np.float32)
+        out.append((im.file_name, read_image(im.path), boxes, truths, contours))
     return out
 
 
@@ -124,7 +151,8 @@ def main(argv=None) -> int:
     parser.add_argument("--iters", type=int, default=300)
     parser.add_argument("--cells", type=int, default=60, help="cells sampled per image")
     parser.add_argument("--lr", type=float, default=0.003)
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names from VARIANTS")
+    parser.add_argument("--variants", default="default,global on intensity,local threshold 0.3 (BoxInst)", help="comma-separated names from VARIANTS")
+    parser.add_argument("--fit", action="store_true", help="also fit contours to each variant (minutes)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     if not DATA.is_dir():
@@ -132,34 +160,32 @@ def main(argv=None) -> int:
         return 0
     torch.manual_seed(0)
     images = load_images(args.images, args.cells)
-    rows = []
-    base = LossConfig()
-    ellipse = np.mean([mask_iou(polygon_to_mask(box_inscribed_ellipse(b), t.shape), t)
-                       for _, _, bs, ts in images for b, t in zip(bs, ts)])
+    n_cells = sum(len(b) for _, _, b, _, _ in images)
+    lines = [f"{n_cells} cells (up to {args.cells} per image) on {len(images)} livecell-mini/train images.", ""]
+    lines += ["Mean loss at three contours (lower = preferred; the true contour should be lowest):", "",
+              "| loss variant | term | true contour | ellipse | filled box |", "|---|---|---|---|---|"]
     for name in args.variants.split(","):
-        cfg = dataclasses.replace(base, **VARIANTS[name])
-        start = time.perf_counter()
-        ious = []
-        for _, pixels, boxes, truths in images:
-            gray = torch.from_numpy(normalize_image(pixels))
-            polys = fit(gray, torch.from_numpy(boxes), cfg, args.iters, args.lr).numpy()
-            ious += [mask_iou(polygon_to_mask(p, t.shape), t) for p, t in zip(polys, truths)]
-        rows.append((name, float(np.mean(ious)), time.perf_counter() - start))
-        print(f"{name:28s} mean IoU {rows[-1][1]:.3f}  ({rows[-1][2]:.0f} s)", flush=True)
-    n_cells = sum(len(b) for _, _, b, _ in images)
-    print(f"{'ellipse (start)':28s} mean IoU {ellipse:.3f}   [{n_cells} cells, {len(images)} images]")
-    if not args.no_write:
-        lines = [
-            f"Free polygons fitted to GT boxes with the box-only losses alone (no network), {args.iters} Adam "
-            f"steps (lr {args.lr}) per image, {n_cells} cells on {len(images)} livecell-mini/train images: an upper "
-            "bound on what training with each loss variant can teach.",
-            "",
-            "| loss variant | mean mask IoU vs GT |",
-            "|---|---|",
-            f"| inscribed ellipse (start) | {ellipse:.3f} |",
-            *[f"| {name} | {iou:.3f} |" for name, iou, _ in rows],
-        ]
-        write_section("Loss fit (free polygons)", "\n".join(lines))
+        table = rank_contours(images, dataclasses.replace(LossConfig(), **VARIANTS[name]))
+        for term, values in table.items():
+            lines.append(f"| {name} | {term} | " + " | ".join(f"{values[c]:.4f}" for c in CONTOURS) + " |")
+    if args.fit:
+        ellipse = np.mean([mask_iou(polygon_to_mask(box_inscribed_ellipse(b), t.shape), t)
+                           for _, _, bs, ts, _ in images for b, t in zip(bs, ts)])
+        lines += ["", f"Smooth contours fitted to each variant's total loss, {args.iters} Adam steps (lr {args.lr}):",
+                  "", "| loss variant | mean mask IoU vs GT |", "|---|---|",
+                  f"| inscribed ellipse (start) | {ellipse:.3f} |"]
+        for name in args.variants.split(","):
+            cfg = dataclasses.replace(LossConfig(), **VARIANTS[name])
+            ious = []
+            for _, pixels, boxes, truths, _ in images:
+                gray = torch.from_numpy(normalize_image(pixels))
+                polys = fit(gray, torch.from_numpy(boxes), cfg, args.iters, args.lr).numpy()
+                ious += [mask_iou(polygon_to_mask(p, t.shape), t) for p, t in zip(polys, truths)]
+            lines.append(f"| {name} | {np.mean(ious):.3f} |")
+    if args.no_write:
+        print("\n".join(lines))
+    else:
+        write_section("Loss ranking and fit on real cells", "\n".join(lines))
     return 0
 
 

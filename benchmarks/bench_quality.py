@@ -62,6 +62,10 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "livecell_cpu.yaml")
     parser.add_argument("--runs", type=Path, default=REPO / "runs")
     parser.add_argument("--eval-only", action="store_true")
+    parser.add_argument("--also", type=Path, nargs="*", default=[],
+                        help="more run folders (with model.pt) to evaluate into the same table, e.g. the default "
+                             "weights' run")
+    parser.add_argument("--note", default="", help="a line written under the table (how the extra runs trained)")
     args = parser.parse_args()
     if not (DATA / "train" / "annotations.json").exists():
         sys.exit(f"LIVECell mini data not found at {DATA}")
@@ -70,14 +74,17 @@ def main() -> None:
     if not args.eval_only:
         for supervision, run in runs.items():
             train_run(config, supervision, run, args.steps)
+    runs.update({run.name: run for run in args.also})
     results = {k: evaluate_run(run) for k, run in runs.items() if (run / "model.pt").exists()}
     lines = [f"Config `{args.config.relative_to(REPO)}`, train on livecell-mini/train (10 images), "
              "evaluate on livecell-mini/val (5 images, 892 cells), LIVECell COCO settings, AP in %.", "",
-             "| supervision | steps | train time (h) | bbox AP | segm AP | segm AP50 | oracle-box mask IoU |",
+             "| run (supervision) | steps | train time (h) | bbox AP | segm AP | segm AP50 | oracle-box mask IoU |",
              "|---|---|---|---|---|---|---|"]
     for kind, m in results.items():
         lines.append(f"| {kind} | {m['steps']} | {m['train_hours']:.2f} | {m['bbox']['AP']:.2f} | {m['segm']['AP']:.2f} "
                      f"| {m['segm']['AP50']:.2f} | {m['oracle_boxes']['mean_iou_model']:.3f} |")
+    if args.note:
+        lines += ["", args.note]
     same_budget = "box" in results and "mask" in results and results["box"]["steps"] == results["mask"]["steps"]
     if same_budget and results["mask"]["segm"]["AP"] > 0:
         ratio = results["box"]["segm"]["AP"] / results["mask"]["segm"]["AP"]

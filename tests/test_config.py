@@ -43,6 +43,8 @@ def test_partial_file_keeps_defaults(tmp_path):
         ({"train": {"steps": 1.5}}, "train.steps"),
         ({"model": {"backbone": "vgg"}}, "backbone"),
         ({"loss": {"supervision": "points"}}, "supervision"),
+        ({"loss": {"global_channel": "colour"}}, "global_channel"),
+        ({"loss": {"contrast_window": 4}}, "contrast_window"),
         ({"data": {"hflip": "yes"}}, "data.hflip"),
     ],
 )

@@ -130,3 +130,28 @@ def test_combine_losses_weights_each_term():
 def test_polygon_to_mask_uses_pixel_centres():
     mask = polygon_to_mask(np.array([[0, 0], [4, 0], [4, 3], [0, 3]], dtype=float), (10, 10))
     assert mask.sum() == 12 and mask[:3, :4].all()
+
+
+def test_local_pairwise_makes_a_filled_box_pay_for_cutting_uniform_background():
+    # A cell on uniform background, GT box [10, 54]^2 inside a padded 64 px crop. With pairs only inside the box,
+    # the filled box is the loss's minimum (every inside pair agrees); pairs that straddle the box edge make it
+    # pay for cutting through similar background pixels, so the true disk must win.
+    image, _ = _two_region_crop()
+    inside = torch.zeros(1, 64, 64, dtype=torch.bool)
+    inside[:, 10:54, 10:54] = True
+    box = torch.tensor([[[10.0, 10.0], [54.0, 10.0], [54.0, 54.0], [10.0, 54.0]]])
+    true = local_pairwise_loss(soft_rasterize_logits(_circle(32, 32, 20), 64, 0.5), image, inside)
+    filled = local_pairwise_loss(soft_rasterize_logits(box, 64, 0.5), image, inside)
+    assert true < filled
+
+
+def test_local_contrast_is_high_on_texture_and_low_on_flat_background():
+    from napari_cellboxify.losses.pairwise import local_contrast
+
+    rng = np.random.default_rng(0)
+    image = np.full((1, 1, 64, 64), 0.5, np.float32)
+    image[..., 16:48, 16:48] += rng.normal(0, 0.1, (32, 32)).astype(np.float32)  # textured 'cell', same mean
+    contrast = local_contrast(torch.from_numpy(image))
+    assert contrast.shape == (1, 1, 64, 64)
+    assert float(contrast[..., 24:40, 24:40].mean()) > 0.3
+    assert float(contrast[..., :8, :8].max()) < 1e-3

@@ -19,6 +19,15 @@ def polygon_to_mask(polygon_xy: np.ndarray, shape: tuple[int, int]) -> np.ndarra
     return mask
 
 
+def resample_polygon(flat_xy, num_vertices: int) -> np.ndarray:
+    """A COCO polygon ``[x0, y0, x1, y1, ...]`` -> (num_vertices, 2) points evenly spaced along its outline."""
+    points = np.asarray(flat_xy, dtype=np.float64).reshape(-1, 2)
+    closed = np.vstack([points, points[:1]])
+    arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(closed, axis=0), axis=1))])
+    t = np.linspace(0.0, arc[-1], num_vertices, endpoint=False)
+    return np.stack([np.interp(t, arc, closed[:, 0]), np.interp(t, arc, closed[:, 1])], axis=1)
+
+
 def polygon_pixels(polygon_xy: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Row and column indices of the pixels inside a polygon, clipped to ``shape``."""
     return draw_polygon(polygon_xy[:, 1] - 0.5, polygon_xy[:, 0] - 0.5, shape=shape)

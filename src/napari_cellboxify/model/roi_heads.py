@@ -14,7 +14,8 @@ from torchvision.ops import MultiScaleRoIAlign, roi_align
 
 from ..config import LossConfig
 from ..losses.mask import mask_loss
-from ..losses.pairwise import global_pairwise_loss, local_contrast, local_pairwise_loss
+from ..losses.crops import gt_box_crops
+from ..losses.pairwise import global_pairwise_loss, local_pairwise_loss
 from ..losses.rasterize import pad_boxes, polygons_to_box_frame, soft_rasterize_logits
 from ..losses.unary import unary_loss
 from .polygon_head import PolygonHead, box_to_image
@@ -113,11 +114,7 @@ class PolygonRoIHeads(RoIHeads):
             masks = self._gt_mask_crops(targets, torch.cat(gt_index), img_idx, crop_boxes)
         else:
             gray = images[:, :1] * self.image_std[:, :1] + self.image_mean[:, :1]  # undo normalisation -> [0, 1]
-            region = gray if cfg.global_channel == "intensity" else local_contrast(gray, cfg.contrast_window)
-            # channel 0 drives the local term (intensity edges), channel 1 the Chan-Vese term
-            crops = roi_align(torch.cat([gray, region], dim=1), crop_boxes, output_size=size, spatial_scale=1.0,
-                              sampling_ratio=2, aligned=True)
-            inside = self._inside_gt_box(gts, size, pad)
+            crops, inside = gt_box_crops(gray, img_idx, gts, cfg)
 
         totals = {name: zero for name in names}
         for vertices in stages:  # every stage is supervised (deep supervision, as in Deep Snake/BoxSnake)
@@ -138,18 +135,6 @@ class PolygonRoIHeads(RoIHeads):
             )
             totals["loss_global"] = totals["loss_global"] + global_pairwise_loss(logits, crops[:, 1])
         return {name: value / len(stages) for name, value in totals.items()}
-
-    @staticmethod
-    def _inside_gt_box(gts: Tensor, size: int, pad: float) -> Tensor:
-        """(N, S, S) bool: crop pixels whose centres lie inside the unpadded GT box."""
-        w = gts[:, 2] - gts[:, 0] + 2 * pad
-        h = gts[:, 3] - gts[:, 1] + 2 * pad
-        centres = (torch.arange(size, device=gts.device, dtype=gts.dtype) + 0.5) / size  # fraction of the crop
-        x = centres[None, :] * w[:, None]
-        y = centres[None, :] * h[:, None]
-        in_x = (x >= pad) & (x <= w[:, None] - pad)
-        in_y = (y >= pad) & (y <= h[:, None] - pad)
-        return in_y[:, :, None] & in_x[:, None, :]
 
     def _gt_mask_crops(self, targets, gt_index: Tensor, img_idx: Tensor, crop_boxes: Tensor) -> Tensor:
         size = self.loss_config.raster_size
