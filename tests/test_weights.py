@@ -32,3 +32,20 @@ def test_weights_without_a_listed_hash_are_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("CELLBOXIFY_WEIGHTS_DIR", str(folder))
     with pytest.raises(WeightsError, match="no sha256"):
         default_weights_path()
+
+
+def test_the_shipped_default_weights_verify_load_and_segment_a_real_image(livecell_dir, monkeypatch):
+    # The file in the repository's weights/ (not a fixture): first-click masks with no --weights.
+    from napari_cellboxify.data.images import read_image
+    from napari_cellboxify.predict import Predictor
+    from napari_cellboxify.weights import weights_dirs
+
+    monkeypatch.delenv("CELLBOXIFY_WEIGHTS_DIR", raising=False)
+    if not any((d / DEFAULT_WEIGHTS_NAME).exists() for d in weights_dirs()):
+        pytest.skip("no default weights in weights/ (see weights/README.md)")
+    path = default_weights_path()
+    assert path.stat().st_size <= 95 * 2**20
+    image = read_image(next((livecell_dir / "val" / "images").glob("*.tif")))
+    prediction = Predictor.from_weights(None, device="cpu").segment_image(image)
+    # LIVECell val images hold 80-300 cells; a working model finds a good share of them
+    assert len(prediction) >= 40
