@@ -12,7 +12,9 @@ def test_defaults_are_the_papers_values():
     assert c.model.aspect_ratios == (0.5, 1.0, 2.0, 3.0, 4.0)
     assert c.model.rpn_post_nms_top_n_test == 3000 and c.model.detections_per_img == 2000
     assert c.model.num_vertices == 64
-    assert (c.loss.unary_weight, c.loss.local_weight, c.loss.global_weight) == (1.0, 0.5, 0.03)
+    # gamma multiplies the variance-normalised Chan-Vese energy (1.0 there ~ 0.03 on the raw energy's scale)
+    assert (c.loss.unary_weight, c.loss.local_weight, c.loss.global_weight) == (1.0, 0.5, 1.0)
+    assert c.loss.global_normalize
     assert (c.loss.local_kernel, c.loss.local_dilation, c.loss.raster_size, c.loss.inv_smoothness) == (3, 2, 64, 0.1)
     assert c.data.train_sizes == (440, 480, 520, 580, 620)
     assert c.train.lr == 1e-4
@@ -25,6 +27,16 @@ def test_round_trip_through_a_file(tmp_path, suffix):
     path = tmp_path / f"c{suffix}"
     c.save(path)
     assert CellBoxifyConfig.load(path) == c
+
+
+def test_checkpoints_of_earlier_versions_still_load():
+    old = CellBoxifyConfig().to_dict()
+    del old["loss"]["pairwise_warmup_steps"]
+    old["loss"]["pairwise_warmup_fraction"] = 0.11  # written by session 2's checkpoints
+    assert CellBoxifyConfig.from_dict(old).loss.pairwise_warmup_steps == 500
+    old["loss"]["pairwise_warmup_fractoin"] = 0.1  # a typo is still an error
+    with pytest.raises(ConfigError, match="pairwise_warmup_fractoin"):
+        CellBoxifyConfig.from_dict(old)
 
 
 def test_partial_file_keeps_defaults(tmp_path):

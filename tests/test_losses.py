@@ -95,6 +95,18 @@ def test_global_pairwise_is_lower_for_the_true_shape():
     assert true < shrunk and true < shifted
 
 
+def test_normalised_global_pairwise_ignores_the_crops_contrast():
+    # Normalised by the crop's variance, the energy is 1 - Otsu's separability: a faint and a strong image of the
+    # same cell cost the same, so gamma means the same on every cell type. The raw energy scales with contrast^2.
+    image, _ = _two_region_crop()
+    logits = soft_rasterize_logits(_circle(30, 32, 16), 64, 0.5)
+    strong, faint = global_pairwise_loss(logits, image), global_pairwise_loss(logits, 0.1 * image + 0.4)
+    assert math.isclose(float(strong), float(faint), rel_tol=1e-4) and 0 < float(strong) < 1
+    raw_strong = global_pairwise_loss(logits, image, normalize=False)
+    raw_faint = global_pairwise_loss(logits, 0.1 * image + 0.4, normalize=False)
+    assert math.isclose(float(raw_faint), 0.01 * float(raw_strong), rel_tol=1e-3)
+
+
 def test_global_pairwise_gradient_grows_a_too_small_contour():
     image, _ = _two_region_crop()
     poly = _circle(32, 32, 14).requires_grad_(True)
@@ -114,17 +126,21 @@ def test_mask_loss_is_lower_for_the_true_shape():
 
 
 # ---- combination ---------------------------------------------------------------------------------------------
-def test_pairwise_warmup_ramps_over_the_given_fraction():
-    assert pairwise_warmup(0, 1000, 0.1) == 0.01
-    assert pairwise_warmup(49, 1000, 0.1) == 0.5
-    assert pairwise_warmup(500, 1000, 0.1) == 1.0
+def test_pairwise_warmup_ramps_over_the_given_steps():
+    assert pairwise_warmup(0, 100) == 0.01
+    assert pairwise_warmup(49, 100) == 0.5
+    assert pairwise_warmup(500, 100) == 1.0
+    assert pairwise_warmup(0, 0) == 1.0
 
 
 def test_combine_losses_weights_each_term():
-    cfg = LossConfig(unary_weight=2.0, local_weight=0.5, global_weight=0.1, pairwise_warmup_fraction=0.0)
+    cfg = LossConfig(unary_weight=2.0, local_weight=0.5, global_weight=0.1, pairwise_warmup_steps=0)
     terms = {"loss_classifier": torch.tensor(1.0), "loss_unary": torch.tensor(1.0),
              "loss_local": torch.tensor(1.0), "loss_global": torch.tensor(1.0)}
-    assert math.isclose(float(combine_losses(terms, cfg, step=10, total_steps=100)), 1 + 2 + 0.5 + 0.1, rel_tol=1e-6)
+    assert math.isclose(float(combine_losses(terms, cfg, step=10)), 1 + 2 + 0.5 + 0.1, rel_tol=1e-6)
+    # during the ramp only the pairwise terms are scaled; a fine-tuning run (warmup 0) gets them in full
+    assert math.isclose(float(combine_losses(terms, cfg, step=1, warmup_steps=4)), 1 + 2 + 0.3, rel_tol=1e-6)
+    assert math.isclose(float(combine_losses(terms, cfg, step=1, warmup_steps=0)), 1 + 2 + 0.6, rel_tol=1e-6)
 
 
 def test_polygon_to_mask_uses_pixel_centres():

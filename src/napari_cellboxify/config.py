@@ -56,10 +56,12 @@ class ModelConfig:
 class LossConfig:
     supervision: str = "box"  # box (bbox only) | mask (full masks, the reference with the same net)
     unary_weight: float = 1.0  # alpha
-    # beta. Known problem: on LIVECell the local term (a similarity-weighted boundary length) also prefers a
-    # shrunk contour; with these weights contours were balanced after 200 steps and shrank by 800 (README).
+    # beta. On LIVECell the local term alone prefers a concave star that touches the four box edges (it cuts
+    # through textured cell interiors for free); the normalised Chan-Vese term is what ranks the true contour
+    # first, so gamma must outweigh it (benchmarks/bench_loss_fit.py; gamma 0.03 on the raw energy shrank masks).
     local_weight: float = 0.5
-    global_weight: float = 0.03  # gamma
+    global_weight: float = 1.0  # gamma
+    global_normalize: bool = True  # Chan-Vese energy / crop variance (1 - Otsu separability), contrast-free
     local_kernel: int = 3
     local_dilation: int = 2
     # Neighbours count as "similar" when exp(-scale * |dI|) >= threshold, intensities in [0, 1].
@@ -73,8 +75,11 @@ class LossConfig:
     raster_size: int = 64
     raster_padding: float = 4.0  # px added around the GT box for the crop the polygon is rasterised in
     inv_smoothness: float = 0.1
-    # The paper warms the pairwise terms up over 10k of 90k iterations; we keep that fraction of any schedule.
-    pairwise_warmup_fraction: float = 0.11
+    # Pairwise terms ramp up linearly over this many steps when training from scratch (they are noise until
+    # proposals overlap cells; the paper used 10k of 90k iterations). An absolute count, not a fraction of
+    # train.steps: with a fraction, a long nominal schedule stopped early by a time budget never switched them on
+    # (session 3's GPU runs). Fine-tuning from trained weights (--init, the widget) skips the ramp.
+    pairwise_warmup_steps: int = 500
     max_polygon_rois_per_image: int = 64  # positives sampled for the polygon losses (bounds CPU cost)
 
 
@@ -176,6 +181,7 @@ class CellBoxifyConfig:
             (lo.global_channel in ("contrast", "intensity"), "loss.global_channel must be contrast or intensity"),
             (lo.contrast_window >= 3 and lo.contrast_window % 2 == 1, "loss.contrast_window must be an odd number >= 3"),
             (lo.raster_size >= 8, "loss.raster_size must be >= 8"),
+            (lo.pairwise_warmup_steps >= 0, "loss.pairwise_warmup_steps must be >= 0"),
             (lo.inv_smoothness > 0, "loss.inv_smoothness must be > 0"),
             (d.crop_size is None or d.crop_size >= 32, "data.crop_size must be None or >= 32"),
             (len(d.train_sizes) > 0, "data.train_sizes must not be empty"),
@@ -190,12 +196,16 @@ class CellBoxifyConfig:
 
 
 _SECTIONS = {"model": ModelConfig, "loss": LossConfig, "data": DataConfig, "train": TrainConfig}
+# Keys that earlier versions wrote into checkpoints and no longer mean anything: dropped on load, so that those
+# checkpoints still load (a typo in a user's file is still an error).
+_RETIRED = {"loss": {"pairwise_warmup_fraction"}}
 
 
 def _section_from_dict(name: str, cls: type, data: Any) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"config section '{name}' must be a mapping")
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    data = {k: v for k, v in data.items() if k not in _RETIRED.get(name, set())}
     unknown = set(data) - set(fields)
     if unknown:
         raise ConfigError(f"unknown key(s) in '{name}': {', '.join(sorted(unknown))}")

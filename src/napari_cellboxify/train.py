@@ -117,6 +117,8 @@ class Trainer:
                     f"{config.model.backbone}"
                 )
             load_state(self.model, data["model"], init_weights)
+        # A model that already detects cells gets the pairwise terms at full weight from the first step.
+        self.pairwise_warmup_steps = 0 if init_weights is not None else config.loss.pairwise_warmup_steps
         self.model.to(self.device)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=config.train.lr, weight_decay=config.train.weight_decay)
@@ -265,7 +267,7 @@ class Trainer:
         targets = [{k: v.to(self.device) for k, v in t.items()} for _, t in batch]
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
             losses = self.ddp_model(images, targets)
-            loss = combine_losses(losses, self.config.loss, self.step, total)
+            loss = combine_losses(losses, self.config.loss, self.step, self.pairwise_warmup_steps)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"loss became {float(loss)} at step {self.step + 1} (terms: "

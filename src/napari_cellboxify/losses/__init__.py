@@ -24,18 +24,20 @@ __all__ = [
 POLYGON_TERMS = ("loss_unary", "loss_local", "loss_global", "loss_mask")
 
 
-def pairwise_warmup(step: int, total_steps: int, fraction: float) -> float:
-    """Linear ramp 0 -> 1 of the pairwise weights over ``fraction`` of the schedule (BoxInst/BoxSnake)."""
-    warm = max(1.0, fraction * total_steps)
-    return min(1.0, (step + 1) / warm)
+def pairwise_warmup(step: int, warmup_steps: int) -> float:
+    """Linear ramp 0 -> 1 of the pairwise weights over the first ``warmup_steps`` steps (BoxInst/BoxSnake)."""
+    if warmup_steps <= 0:
+        return 1.0
+    return min(1.0, (step + 1) / warmup_steps)
 
 
-def combine_losses(losses: dict[str, Tensor], config: LossConfig, step: int, total_steps: int) -> Tensor:
+def combine_losses(losses: dict[str, Tensor], config: LossConfig, step: int, warmup_steps: int | None = None) -> Tensor:
     """``L = det + alpha*L_unary + ramp*(beta*L_local + gamma*L_global)`` (+ L_mask in full-mask mode).
 
-    Detection terms from torchvision (RPN, box head) enter with weight 1.
+    Detection terms from torchvision (RPN, box head) enter with weight 1. ``warmup_steps`` overrides
+    ``config.pairwise_warmup_steps`` (the Trainer passes 0 when fine-tuning).
     """
-    ramp = pairwise_warmup(step, total_steps, config.pairwise_warmup_fraction)
+    ramp = pairwise_warmup(step, config.pairwise_warmup_steps if warmup_steps is None else warmup_steps)
     weights = {
         "loss_unary": config.unary_weight,
         "loss_local": config.local_weight * ramp,

@@ -75,11 +75,16 @@ def local_contrast(gray: Tensor, window: int = 5, gain: float = 4.0) -> Tensor:
     return ((mean_sq - mean * mean).clamp_min(0).sqrt() * gain).clamp(0, 1)
 
 
-def global_pairwise_loss(logits: Tensor, image_crops: Tensor) -> Tensor:
+def global_pairwise_loss(logits: Tensor, image_crops: Tensor, normalize: bool = True) -> Tensor:
     """Chan-Vese energy ``sum |I - u_in|^2 U + sum |I - u_out|^2 (1 - U)``, averaged over pixels and RoIs.
 
     ``u_in``/``u_out`` are the mean intensities inside/outside the soft polygon ``U``; the energy is lowest when
     the contour separates two homogeneous regions.
+
+    With ``normalize`` each crop's energy is divided by the crop's variance, which makes it ``1 - eta^2`` (Otsu's
+    separability: 0 for a perfect two-region split, 1 for a split that explains nothing) whatever the contrast.
+    Why: the raw energy scales with the crop's contrast, which varies several-fold between cell types, and on
+    LIVECell it was ~50x smaller than the local term, too weak to stop the local term from shrinking contours.
     """
     if logits.shape[0] == 0:
         return logits.sum() * 0.0
@@ -89,5 +94,8 @@ def global_pairwise_loss(logits: Tensor, image_crops: Tensor) -> Tensor:
     dims = (2, 3)
     u_in = (image_crops * u).sum(dims, keepdim=True) / u.sum(dims, keepdim=True).clamp_min(1e-6)
     u_out = (image_crops * (1 - u)).sum(dims, keepdim=True) / (1 - u).sum(dims, keepdim=True).clamp_min(1e-6)
-    energy = (image_crops - u_in) ** 2 * u + (image_crops - u_out) ** 2 * (1 - u)
-    return energy.mean(dim=(1, 2, 3)).mean()
+    energy = ((image_crops - u_in) ** 2 * u + (image_crops - u_out) ** 2 * (1 - u)).mean(dim=(1, 2, 3))
+    if normalize:
+        # Flat crops (variance ~0) carry no signal; the floor keeps them from dominating the mean.
+        energy = energy / image_crops.var(dim=(1, 2, 3), unbiased=False).clamp_min(1e-4)
+    return energy.mean()

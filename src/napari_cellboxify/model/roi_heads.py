@@ -133,7 +133,7 @@ class PolygonRoIHeads(RoIHeads):
                 similarity_scale=cfg.local_similarity_scale,
                 similarity_threshold=cfg.local_similarity_threshold,
             )
-            totals["loss_global"] = totals["loss_global"] + global_pairwise_loss(logits, crops[:, 1])
+            totals["loss_global"] = totals["loss_global"] + global_pairwise_loss(logits, crops[:, 1], cfg.global_normalize)
         return {name: value / len(stages) for name, value in totals.items()}
 
     def _gt_mask_crops(self, targets, gt_index: Tensor, img_idx: Tensor, crop_boxes: Tensor) -> Tensor:

@@ -1,0 +1,124 @@
+"""Train on livecell-mini/train, score every ``--eval-every`` steps on val, keep the best checkpoint.
+
+This is how the shipped default weights are made (weights/README.md): the Trainer of the CLI, plus model
+selection on val (segm AP with LIVECell's settings; the oracle-box mask IoU is logged beside it). It stops by
+itself after ``--minutes`` with a resumable checkpoint, so a long schedule runs as several sessions:
+
+    python scripts/train_default_weights.py --config configs/livecell_gpu.yaml --out runs/default --minutes 8
+    python scripts/train_default_weights.py --out runs/default --minutes 8        # resumes runs/default/last.pt
+    python scripts/train_default_weights.py --config configs/livecell_cpu.yaml --init weights/X.pt --steps 400 \
+        --out runs/finetune --eval-every 100                                      # a second phase from weights
+
+Writes into --out: last.pt / model.pt (Trainer), val_log.jsonl (one line per evaluation), best.pt (the weights
+with the highest val segm AP so far, its step and metrics inside).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "livecell-mini"
+
+
+def evaluate_on_val(model, val, device) -> dict:
+    from napari_cellboxify.evaluate import evaluate, oracle_box_iou
+    from napari_cellboxify.predict import Predictor
+
+    was_training = model.training
+    paste = model.transform.paste_masks
+    try:
+        predictor = Predictor(model, device, score_threshold=0.05)
+        with torch.no_grad():
+            metrics = evaluate(predictor, val)
+            metrics["oracle_boxes"] = oracle_box_iou(predictor, val)
+    finally:
+        model.transform.paste_masks = paste
+        model.train(was_training)
+    return metrics
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, help="config for a new run (a resumed run keeps its own)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--data", type=Path, default=DATA, help="folder with train/ and val/ (COCO + images)")
+    parser.add_argument("--supervision", choices=["box", "mask"], default=None)
+    parser.add_argument("--init", type=Path, help="start from these weights (pairwise terms at full weight at once)")
+    parser.add_argument("--steps", type=int, help="schedule length (overrides the config)")
+    parser.add_argument("--minutes", type=float, default=60.0, help="stop (resumably) after this long")
+    parser.add_argument("--eval-every", type=int, default=500)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+
+    from napari_cellboxify.checkpoint import save_weights
+    from napari_cellboxify.config import CellBoxifyConfig
+    from napari_cellboxify.data.coco import CocoSource, load_coco
+    from napari_cellboxify.device import pick_device
+    from napari_cellboxify.train import Trainer
+
+    for split in ("train", "val"):
+        if not (args.data / split / "annotations.json").exists():
+            print(f"skipped: {args.data / split} not found (see ../shared/data/README.md)")
+            return 0
+    run_config = args.out / "config.json"
+    if run_config.exists():
+        config = CellBoxifyConfig.load(run_config)
+    else:
+        config = CellBoxifyConfig.load(args.config) if args.config else CellBoxifyConfig()
+    if args.supervision:
+        config.loss.supervision = args.supervision
+    if args.steps:
+        config.train.steps = args.steps
+    config.validate()
+    device = pick_device(args.device)
+    train = load_coco(args.data / "train" / "annotations.json", args.data / "train" / "images")
+    val = load_coco(args.data / "val" / "annotations.json", args.data / "val" / "images")
+    source = CocoSource(train, config, with_masks=config.loss.supervision == "mask")
+
+    cancel = threading.Event()
+    deadline = time.time() + 60 * args.minutes
+    trainer = Trainer(config, source, args.out, init_weights=args.init, cancel=cancel, device=device)
+    if trainer.resume():
+        print(f"resumed at step {trainer.step}", flush=True)
+    log_path = args.out / "val_log.jsonl"
+    best = max((json.loads(line)["segm_AP"] for line in log_path.read_text().splitlines() if line),
+               default=-1.0) if log_path.exists() else -1.0
+    t0, last_report = time.time(), time.time()
+    for info in trainer.iter_steps():
+        if time.time() > deadline:
+            cancel.set()
+        if time.time() - last_report > 30:
+            terms = " ".join(f"{k}={v:.3f}" for k, v in info.terms.items())
+            print(f"step {info.step}/{info.total_steps} loss {info.loss:.3f} ({terms}) {info.seconds:.2f} s/step", flush=True)
+            last_report = time.time()
+        if info.step % args.eval_every == 0 or info.step == info.total_steps:
+            te = time.time()
+            m = evaluate_on_val(trainer.model, val, device)
+            record = {"step": info.step, "segm_AP": m["segm"]["AP"], "segm_AP50": m["segm"]["AP50"],
+                      "bbox_AP": m["bbox"]["AP"], "oracle_iou": m["oracle_boxes"]["mean_iou_model"],
+                      "per_type_segm_AP": {k: v["segm_AP"] for k, v in m.get("per_cell_type", {}).items()},
+                      "train_seconds": time.time() - t0, "eval_seconds": time.time() - te}
+            with open(log_path, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+            print(f"val @ {info.step}: segm AP {record['segm_AP']:.2f} AP50 {record['segm_AP50']:.2f} bbox AP "
+                  f"{record['bbox_AP']:.2f} oracle IoU {record['oracle_iou']:.3f} ({record['eval_seconds']:.0f} s)",
+                  flush=True)
+            if record["segm_AP"] > best:
+                best = record["segm_AP"]
+                save_weights(args.out / "best.pt", trainer.model, config, extra={"step": info.step, "val": record})
+    result = trainer.result
+    print(f"stopped at step {result.steps_done}/{config.train.steps} after {result.wall_seconds:.0f} s "
+          f"({'time budget' if result.cancelled else 'schedule done'}); best val segm AP {best:.2f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
