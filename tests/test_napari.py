@@ -19,7 +19,11 @@ from conftest import tiny_config, write_synthetic_coco  # noqa: E402
 
 @pytest.fixture
 def widget(make_napari_viewer, tmp_path, monkeypatch):
-    monkeypatch.setenv("CELLBOXIFY_WEIGHTS_DIR", str(tmp_path / "no-weights"))
+    # The panel starts without a model (the shipped default weights are tested in test_weights.py): these tests
+    # fine-tune a tiny model, and must not depend on which weights the checkout ships.
+    import napari_cellboxify.weights as weights
+
+    monkeypatch.setattr(weights, "weights_dirs", lambda: [tmp_path / "no-weights"])
     viewer = make_napari_viewer()
     w = CellBoxifyWidget(viewer)
     config = tiny_config()
