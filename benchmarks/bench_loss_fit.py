@@ -30,7 +30,7 @@ from napari_cellboxify.geometry import box_inscribed_ellipse, mask_iou, polygon_
 from napari_cellboxify.losses import global_pairwise_loss, local_pairwise_loss, soft_rasterize_logits, unary_loss
 from napari_cellboxify.losses.crops import gt_box_crops
 from napari_cellboxify.losses.rasterize import polygons_to_box_frame
-from napari_cellboxify.model.polygon_head import box_to_image, initial_contour
+from napari_cellboxify.model.polygon_head import box_to_image, initial_contour, superellipse_contour
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import write_section  # noqa: E402
@@ -93,13 +93,6 @@ def fit(gray: torch.Tensor, boxes: torch.Tensor, cfg: LossConfig, iters: int, lr
 CONTOURS = ("true contour", "ellipse", "filled box", "ellipse x0.8", "star")
 
 
-def superellipse(n: int, p: float) -> torch.Tensor:
-    """(n, 2) box-normalised contour |x|^p + |y|^p = 1 mapped to [0, 1]^2; p < 1 is a concave star."""
-    t = torch.arange(n) * (2 * torch.pi / n)
-    c, s = torch.cos(t), torch.sin(t)
-    return torch.stack([c.sign() * c.abs() ** (2 / p), s.sign() * s.abs() ** (2 / p)], -1) * 0.5 + 0.5
-
-
 def contour_losses(gray: torch.Tensor, boxes: torch.Tensor, polygons: torch.Tensor, cfg: LossConfig) -> dict:
     """Each loss term (mean over the boxes) for image-frame polygons (N, V, 2) in their GT boxes."""
     crops, inside = gt_box_crops(gray[None, None], torch.zeros(len(boxes), dtype=torch.long), boxes, cfg)
@@ -124,7 +117,7 @@ def rank_contours(images, cfg: LossConfig) -> dict[str, dict[str, float]]:
             "ellipse": box_to_image(initial_contour(64)[None].repeat(len(b), 1, 1), b),
             "filled box": box_to_image(initial_contour(64, "box")[None].repeat(len(b), 1, 1), b),
             "ellipse x0.8": box_to_image((initial_contour(64)[None].repeat(len(b), 1, 1) - 0.5) * 0.8 + 0.5, b),
-            "star": box_to_image(superellipse(64, 0.6)[None].repeat(len(b), 1, 1), b),
+            "star": box_to_image(superellipse_contour(64, 0.6)[None].repeat(len(b), 1, 1), b),
         }
         for contour, poly in shapes.items():
             for term, value in contour_losses(gray, b, poly, cfg).items():

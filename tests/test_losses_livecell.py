@@ -17,7 +17,7 @@ from napari_cellboxify.geometry import resample_polygon
 from napari_cellboxify.losses.crops import gt_box_crops
 from napari_cellboxify.losses.pairwise import global_pairwise_loss, local_pairwise_loss
 from napari_cellboxify.losses.rasterize import polygons_to_box_frame, soft_rasterize_logits
-from napari_cellboxify.model.polygon_head import box_to_image, initial_contour
+from napari_cellboxify.model.polygon_head import box_to_image, initial_contour, superellipse_contour
 
 
 @pytest.fixture
@@ -39,22 +39,14 @@ def cells(livecell_dir):
     return out
 
 
-def _star(n: int) -> torch.Tensor:
-    """A concave superellipse (|x|^0.6 + |y|^0.6 = 1) touching the four box edges: a contour that has shrunk
-    while keeping its box, which the unary term cannot see."""
-    t = torch.arange(n) * (2 * torch.pi / n)
-    c, s = torch.cos(t), torch.sin(t)
-    return torch.stack([c.sign() * c.abs() ** (2 / 0.6), s.sign() * s.abs() ** (2 / 0.6)], -1) * 0.5 + 0.5
-
-
 def _mean_losses(cells, config: LossConfig, contour: str) -> tuple[float, float]:
     local, glob = [], []
     for gray, boxes, truth in cells:
         n = len(boxes)
         if contour == "true":
             poly = truth
-        elif contour == "star":
-            poly = box_to_image(_star(64)[None].repeat(n, 1, 1), boxes)
+        elif contour == "star":  # shrunk while keeping its box: invisible to the unary term
+            poly = box_to_image(superellipse_contour(64, 0.6)[None].repeat(n, 1, 1), boxes)
         else:
             poly = box_to_image(initial_contour(64, contour)[None].repeat(n, 1, 1), boxes)
         crops, inside = gt_box_crops(gray[None, None], torch.zeros(n, dtype=torch.long), boxes, config)

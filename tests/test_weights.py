@@ -34,35 +34,37 @@ def test_weights_without_a_listed_hash_are_refused(tmp_path, monkeypatch):
         default_weights_path()
 
 
-def test_the_shipped_default_weights_verify_load_and_segment_a_real_image(livecell_dir, monkeypatch):
-    # The file in the repository's weights/ (not a fixture): first-click masks with no --weights.
-    from napari_cellboxify.data.images import read_image
-    from napari_cellboxify.predict import Predictor
+@pytest.fixture
+def shipped(monkeypatch):
+    """The file in the repository's weights/ (not a stand-in), or a skip where the checkout ships none."""
     from napari_cellboxify.weights import weights_dirs
 
     monkeypatch.delenv("CELLBOXIFY_WEIGHTS_DIR", raising=False)
     if not any((d / DEFAULT_WEIGHTS_NAME).exists() for d in weights_dirs()):
         pytest.skip("no default weights in weights/ (see weights/README.md)")
-    path = default_weights_path()
-    assert path.stat().st_size <= 95 * 2**20
+    return default_weights_path()
+
+
+def test_the_shipped_default_weights_verify_load_and_segment_a_real_image(livecell_dir, shipped):
+    # first-click masks with no --weights
+    from napari_cellboxify.data.images import read_image
+    from napari_cellboxify.predict import Predictor
+
+    assert shipped.stat().st_size <= 95 * 2**20
     image = read_image(next((livecell_dir / "val" / "images").glob("*.tif")))
     prediction = Predictor.from_weights(None, device="cpu").segment_image(image)
     # LIVECell val images hold 80-300 cells; a working model finds a good share of them
     assert len(prediction) >= 40
 
 
-def test_the_shipped_default_weights_keep_their_measured_quality_on_val(livecell_dir, monkeypatch):
+def test_the_shipped_default_weights_keep_their_measured_quality_on_val(livecell_dir, shipped):
     # weights/README.md reports segm AP 13.2 / AP50 46.2 / bbox AP 12.4 on val (measured on a GPU with AMP);
     # on CPU in fp32 they must stay close. Floors well below the card catch a broken load, a config that no
     # longer rebuilds the trained architecture, or a change to pre/post-processing.
     from napari_cellboxify.data.coco import load_coco
     from napari_cellboxify.evaluate import evaluate
     from napari_cellboxify.predict import Predictor
-    from napari_cellboxify.weights import weights_dirs
 
-    monkeypatch.delenv("CELLBOXIFY_WEIGHTS_DIR", raising=False)
-    if not any((d / DEFAULT_WEIGHTS_NAME).exists() for d in weights_dirs()):
-        pytest.skip("no default weights in weights/ (see weights/README.md)")
     val = load_coco(livecell_dir / "val" / "annotations.json", livecell_dir / "val" / "images")
     metrics = evaluate(Predictor.from_weights(None, device="cpu", score_threshold=0.05), val)
     assert metrics["segm"]["AP50"] >= 38 and metrics["segm"]["AP"] >= 10 and metrics["bbox"]["AP"] >= 9

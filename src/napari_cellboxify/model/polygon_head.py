@@ -29,6 +29,18 @@ def initial_contour(num_vertices: int, kind: str = "ellipse", device=None, dtype
     raise ValueError(f"unknown contour init '{kind}' (ellipse or box)")
 
 
+def superellipse_contour(num_vertices: int, exponent: float) -> Tensor:
+    """(V, 2) box-normalised contour ``|x|^p + |y|^p = 1`` mapped to [0, 1]^2, touching the four box edges.
+
+    ``p = 2`` is the inscribed ellipse; ``p < 1`` a concave star, the shape a contour takes when it shrinks
+    while keeping its box (the probe of the loss-ranking test and benchmark).
+    """
+    t = torch.arange(num_vertices) * (2 * math.pi / num_vertices)
+    c, s = torch.cos(t), torch.sin(t)
+    power = 2 / exponent
+    return torch.stack([c.sign() * c.abs() ** power, s.sign() * s.abs() ** power], -1) * 0.5 + 0.5
+
+
 def box_to_image(vertices_norm: Tensor, boxes_xyxy: Tensor) -> Tensor:
     """Box-normalised (N, V, 2) -> image coordinates, for boxes (N, 4) XYXY."""
     origin = boxes_xyxy[:, None, :2]
