@@ -6,7 +6,13 @@ LIVECell's COCO settings, and writes segm/bbox AP of each, their ratio, per-cell
 mean mask IoU beside the filled-box and inscribed-ellipse baselines. CPU training is slow: run it again and it
 resumes each run from its last checkpoint up to ``--steps``.
 
+With ``--init WEIGHTS`` both runs start from the same trained weights (``RUNS/bench_box_init``,
+``RUNS/bench_mask_init``) and the table gets its own section: what full masks add over boxes for the same
+fine-tuning budget, affordable on a CPU where two from-scratch runs are not.
+
     python benchmarks/bench_quality.py --steps 2000 [--config configs/livecell_cpu.yaml] [--eval-only]
+    python benchmarks/bench_quality.py --steps 100 --init weights/cellboxify_livecell_boxes.pt \
+        --also weights/cellboxify_livecell_boxes.pt
 """
 
 from __future__ import annotations
@@ -30,12 +36,12 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "livecell-mini"
 
 
-def train_run(config: CellBoxifyConfig, supervision: str, run: Path, steps: int) -> None:
+def train_run(config: CellBoxifyConfig, supervision: str, run: Path, steps: int, init: Path | None) -> None:
     config = CellBoxifyConfig.from_dict(config.to_dict())
     config.loss.supervision = supervision
     config.train.steps = steps
     coco = load_coco(DATA / "train" / "annotations.json", DATA / "train" / "images")
-    trainer = Trainer(config, CocoSource(coco, config, with_masks=supervision == "mask"), run)
+    trainer = Trainer(config, CocoSource(coco, config, with_masks=supervision == "mask"), run, init_weights=init)
     if trainer.resume():
         print(f"{run.name}: resumed at step {trainer.step}")
     if trainer.step < steps:
@@ -43,16 +49,21 @@ def train_run(config: CellBoxifyConfig, supervision: str, run: Path, steps: int)
 
 
 def evaluate_run(run: Path) -> dict:
-    model, data = load_model(run / "model.pt")
+    """``run`` is a run folder (its model.pt and loss log) or a weights file (no train time known)."""
+    weights = run if run.is_file() else run / "model.pt"
+    model, data = load_model(weights)
     predictor = Predictor(model, "auto")
     val = load_coco(DATA / "val" / "annotations.json", DATA / "val" / "images")
     metrics = evaluate(predictor, val)
     metrics["oracle_boxes"] = oracle_box_iou(predictor, val)
-    log = read_loss_log(run / "loss_log.jsonl")
     metrics["steps"] = int(data.get("step") or 0)
-    # logged steps are every log_every-th step: scale their mean duration to all steps
-    metrics["train_hours"] = (sum(r["seconds"] for r in log) / max(1, len(log))) * metrics["steps"] / 3600
-    (run / "val_metrics.json").write_text(json.dumps(metrics, indent=2))
+    metrics["train_hours"] = None
+    if run.is_dir():
+        log = read_loss_log(run / "loss_log.jsonl")
+        # logged steps are every log_every-th step: scale their mean duration to all steps (a fine-tune counts
+        # its own steps from 0)
+        metrics["train_hours"] = (sum(r["seconds"] for r in log) / max(1, len(log))) * metrics["steps"] / 3600
+        (run / "val_metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
 
@@ -62,26 +73,31 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "livecell_cpu.yaml")
     parser.add_argument("--runs", type=Path, default=REPO / "runs")
     parser.add_argument("--eval-only", action="store_true")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start both runs from these weights (runs bench_box_init / bench_mask_init)")
     parser.add_argument("--also", type=Path, nargs="*", default=[],
-                        help="more run folders (with model.pt) to evaluate into the same table, e.g. the default "
-                             "weights' run")
+                        help="more run folders (with model.pt) or weights files to evaluate into the same table, "
+                             "e.g. the default weights")
     parser.add_argument("--note", default="", help="a line written under the table (how the extra runs trained)")
     args = parser.parse_args()
     if not (DATA / "train" / "annotations.json").exists():
         sys.exit(f"LIVECell mini data not found at {DATA}")
     config = CellBoxifyConfig.load(args.config)
-    runs = {"box": args.runs / "bench_box", "mask": args.runs / "bench_mask"}
+    suffix = "_init" if args.init else ""
+    runs = {"box": args.runs / f"bench_box{suffix}", "mask": args.runs / f"bench_mask{suffix}"}
     if not args.eval_only:
         for supervision, run in runs.items():
-            train_run(config, supervision, run, args.steps)
+            train_run(config, supervision, run, args.steps, args.init)
     runs.update({run.name: run for run in args.also})
-    results = {k: evaluate_run(run) for k, run in runs.items() if (run / "model.pt").exists()}
-    lines = [f"Config `{args.config.relative_to(REPO)}`, train on livecell-mini/train (10 images), "
+    results = {k: evaluate_run(run) for k, run in runs.items() if run.is_file() or (run / "model.pt").exists()}
+    start = f"both runs fine-tuned from `{_shown(args.init)}`" if args.init else "both runs from scratch"
+    lines = [f"Config `{_shown(args.config)}`, {start}, train on livecell-mini/train (10 images), "
              "evaluate on livecell-mini/val (5 images, 892 cells), LIVECell COCO settings, AP in %.", "",
              "| run (supervision) | steps | train time (h) | bbox AP | segm AP | segm AP50 | oracle-box mask IoU |",
              "|---|---|---|---|---|---|---|"]
     for kind, m in results.items():
-        lines.append(f"| {kind} | {m['steps']} | {m['train_hours']:.2f} | {m['bbox']['AP']:.2f} | {m['segm']['AP']:.2f} "
+        hours = "-" if m["train_hours"] is None else f"{m['train_hours']:.2f}"
+        lines.append(f"| {kind} | {m['steps']} | {hours} | {m['bbox']['AP']:.2f} | {m['segm']['AP']:.2f} "
                      f"| {m['segm']['AP50']:.2f} | {m['oracle_boxes']['mean_iou_model']:.3f} |")
     if args.note:
         lines += ["", args.note]
@@ -101,7 +117,14 @@ def main() -> None:
             for cell in per_type:
                 lines.append(f"| {cell} | " + " | ".join(f"{r['per_cell_type'][cell]['segm_AP']:.2f}"
                                                         for r in results.values()) + " |")
-    write_section("Quality on livecell-mini (box-only vs full-mask)", "\n".join(lines))
+    title = "Quality on livecell-mini (box-only vs full-mask" + (", same start weights)" if args.init else ")")
+    write_section(title, "\n".join(lines))
+
+
+def _shown(path: Path) -> str:
+    """A path as the reader's command would spell it: relative to the repository when inside it."""
+    path = path.resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 if __name__ == "__main__":

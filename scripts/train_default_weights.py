@@ -33,21 +33,20 @@ def evaluate_on_val(model, val, device) -> dict:
     from napari_cellboxify.predict import Predictor
 
     was_training = model.training
-    paste = model.transform.paste_masks
     try:
         predictor = Predictor(model, device, score_threshold=0.05)
         with torch.no_grad():
             metrics = evaluate(predictor, val)
             metrics["oracle_boxes"] = oracle_box_iou(predictor, val)
     finally:
-        model.transform.paste_masks = paste
         model.train(was_training)
     return metrics
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, help="config for a new run (a resumed run keeps its own)")
+    parser.add_argument("--config", type=Path,
+                        help="config (default: a resumed run keeps its own, a new run the defaults)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--data", type=Path, default=DATA, help="folder with train/ and val/ (COCO + images)")
     parser.add_argument("--supervision", choices=["box", "mask"], default=None)
@@ -59,7 +58,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from napari_cellboxify.checkpoint import save_weights
-    from napari_cellboxify.config import CellBoxifyConfig
+    from napari_cellboxify.config import training_run_config
     from napari_cellboxify.data.coco import CocoSource, load_coco
     from napari_cellboxify.device import pick_device
     from napari_cellboxify.train import Trainer
@@ -68,16 +67,8 @@ def main(argv=None) -> int:
         if not (args.data / split / "annotations.json").exists():
             print(f"skipped: {args.data / split} not found (see ../shared/data/README.md)")
             return 0
-    run_config = args.out / "config.json"
-    if run_config.exists():
-        config = CellBoxifyConfig.load(run_config)
-    else:
-        config = CellBoxifyConfig.load(args.config) if args.config else CellBoxifyConfig()
-    if args.supervision:
-        config.loss.supervision = args.supervision
-    if args.steps:
-        config.train.steps = args.steps
-    config.validate()
+    # Every session of a run resumes it: its own config.json unless --config is given.
+    config = training_run_config(args.out, args.config, resume=True, supervision=args.supervision, steps=args.steps)
     device = pick_device(args.device)
     train = load_coco(args.data / "train" / "annotations.json", args.data / "train" / "images")
     val = load_coco(args.data / "val" / "annotations.json", args.data / "val" / "images")

@@ -74,3 +74,21 @@ def test_unparseable_file_is_a_config_error(tmp_path):
 
 def test_to_dict_is_json_serialisable():
     json.dumps(CellBoxifyConfig().to_dict())
+
+
+def test_training_run_config_resume_keeps_the_runs_own_config(tmp_path):
+    from napari_cellboxify.config import training_run_config
+
+    started = CellBoxifyConfig()
+    started.train.lr = 3e-4
+    started.save(tmp_path / "config.json")
+    other = tmp_path / "other.yaml"
+    changed = CellBoxifyConfig()
+    changed.train.lr = 1e-3
+    changed.save(other)
+
+    assert training_run_config(tmp_path, resume=True).train.lr == 3e-4  # resuming never swaps the model
+    assert training_run_config(tmp_path, resume=False).train.lr == CellBoxifyConfig().train.lr
+    assert training_run_config(tmp_path, other, resume=True).train.lr == 1e-3  # an explicit file wins
+    overridden = training_run_config(tmp_path, resume=True, supervision="mask", steps=7)
+    assert (overridden.loss.supervision, overridden.train.steps, overridden.train.lr) == ("mask", 7, 3e-4)

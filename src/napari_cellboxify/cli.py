@@ -117,22 +117,16 @@ def main(argv: list[str] | None = None) -> int:
 
 # ---- verbs ---------------------------------------------------------------------------------------------------
 def cmd_train(args) -> int:
-    from .config import CellBoxifyConfig
+    from .config import training_run_config
     from .data.coco import CocoSource, load_coco
     from .train import Trainer
     from .progress import TqdmProgress
 
-    config = CellBoxifyConfig.load(args.config) if args.config else CellBoxifyConfig()
-    run_config = args.out / "config.json"
-    if args.resume and run_config.exists() and not args.config:
-        config = CellBoxifyConfig.load(run_config)  # a resumed run keeps the config it started with
-    if args.supervision:
-        config.loss.supervision = args.supervision
-    if args.steps:
-        config.train.steps = args.steps
+    config = training_run_config(args.out, args.config, resume=args.resume, supervision=args.supervision,
+                                 steps=args.steps)
     if args.device:
         config.train.device = args.device
-    config.validate()
+        config.validate()
     coco = load_coco(args.data, args.images)
     for reason, count in coco.skipped.items():
         print(f"cellboxify train: skipped {count} annotation(s): {reason}", file=sys.stderr)

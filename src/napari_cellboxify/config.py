@@ -254,6 +254,35 @@ def _dump(data: dict[str, Any], suffix: str) -> str:
     return json.dumps(data, indent=2)
 
 
+def training_run_config(
+    out_dir: str | Path,
+    config_file: str | Path | None = None,
+    *,
+    resume: bool = False,
+    supervision: str | None = None,
+    steps: int | None = None,
+) -> CellBoxifyConfig:
+    """The config a training run uses (the CLI's ``train`` and scripts/train_default_weights.py).
+
+    An explicit ``config_file`` wins; otherwise a resumed run keeps the ``config.json`` it started with (so that
+    resuming never silently changes the model it continues), else the defaults. ``supervision`` and ``steps``
+    (command-line overrides) apply last.
+    """
+    run_config = Path(out_dir) / "config.json"
+    if config_file:
+        config = CellBoxifyConfig.load(config_file)
+    elif resume and run_config.exists():
+        config = CellBoxifyConfig.load(run_config)
+    else:
+        config = CellBoxifyConfig()
+    if supervision:
+        config.loss.supervision = supervision
+    if steps:
+        config.train.steps = steps
+    config.validate()
+    return config
+
+
 def small_cpu_config(**train_overrides: Any) -> CellBoxifyConfig:
     """A light configuration for tests, demos and CPU fine-tuning: ResNet-18 trunk, narrow FPN and heads."""
     config = CellBoxifyConfig()

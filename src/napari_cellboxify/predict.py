@@ -67,7 +67,6 @@ class Predictor:
                  max_detections: int | None = None):
         self.device = pick_device(device) if isinstance(device, str) else torch.device(device)
         self.model = model.to(self.device).eval()
-        self.model.transform.paste_masks = False  # the Predictor rasterises polygons itself, only when asked
         self.config: CellBoxifyConfig = model.config
         self.score_threshold = score_threshold
         self.max_detections = max_detections
@@ -195,7 +194,14 @@ class Predictor:
         shape = tuple(norm.shape)
         if min(shape) < 8:  # too small to hold a cell at any scale the network sees
             return Prediction.empty(shape, self.config.model.num_vertices)
-        out = self.model([to_model_input(norm).to(self.device)])[0]
+        # The Predictor rasterises polygons itself, only when asked: no full-size masks from the model here, and
+        # the model's own setting is left as it was for its other users (a Trainer's evaluation, say).
+        transform = self.model.transform
+        paste, transform.paste_masks = transform.paste_masks, False
+        try:
+            out = self.model([to_model_input(norm).to(self.device)])[0]
+        finally:
+            transform.paste_masks = paste
         threshold = self.score_threshold if score_threshold is None else score_threshold
         keep = out["scores"] >= threshold
         return Prediction(out["polygons"][keep].float().cpu().numpy(), out["boxes"][keep].float().cpu().numpy(),
