@@ -22,6 +22,11 @@ def main() -> None:
     args = parser.parse_args()
 
     import napari
+    import napari._qt.qt_main_window as qt_main_window
+
+    # napari 0.9 shows its PyQt5 deprecation notice as a toast over the canvas on first show; it says nothing
+    # about the plugin. A private flag, so only this script touches it.
+    qt_main_window.SHOW_QT_WARNING = False
     from qtpy.QtWidgets import QApplication
     from skimage.io import imsave
 
@@ -29,7 +34,7 @@ def main() -> None:
     from napari_cellboxify.data.images import read_image
 
     viewer = napari.Viewer()
-    viewer.window.resize(1400, 900)
+    viewer.window.resize(1600, 900)
     widget = CellBoxifyWidget(viewer)
     viewer.window.add_dock_widget(widget, name="CellBoxify")
     if args.weights:
