@@ -8,7 +8,9 @@ from napari_cellboxify.losses import combine_losses, pairwise_warmup
 from napari_cellboxify.losses.mask import mask_loss
 from napari_cellboxify.losses.pairwise import global_pairwise_loss, local_pairwise_loss
 from napari_cellboxify.losses.rasterize import soft_rasterize_logits
+from napari_cellboxify.losses.fill import fill_prior_loss, polygon_areas
 from napari_cellboxify.losses.unary import polygon_boxes, unary_loss
+from napari_cellboxify.model.polygon_head import box_to_image, superellipse_contour
 from napari_cellboxify.config import LossConfig
 
 
@@ -55,6 +57,39 @@ def test_unary_gradient_moves_vertices_towards_the_box():
 def test_polygon_boxes():
     poly = torch.tensor([[[3.0, 4.0], [10.0, 1.0], [7.0, 9.0]]])
     assert polygon_boxes(poly).tolist() == [[3.0, 1.0, 10.0, 9.0]]
+
+
+# ---- box-fill prior ---------------------------------------------------------------------------------------------
+def test_polygon_areas_match_the_shoelace_by_hand_in_either_orientation():
+    square = _square(0, 0, 4, 2)
+    assert polygon_areas(square).tolist() == [8.0]
+    assert polygon_areas(square.flip(1)).tolist() == [8.0]
+    triangle = torch.tensor([[[0.0, 0.0], [4.0, 0.0], [0.0, 3.0]]])
+    assert polygon_areas(triangle).tolist() == [6.0]
+
+
+def test_fill_prior_is_zero_for_convex_shapes_and_positive_for_a_star():
+    box = torch.tensor([[10.0, 20.0, 50.0, 40.0]])
+    ellipse = box_to_image(superellipse_contour(64, 2.0)[None], box)  # fills pi/4 of the box
+    diamond = box_to_image(superellipse_contour(64, 1.0)[None], box)  # fills 1/2: the convex bound itself
+    star = box_to_image(superellipse_contour(64, 0.6)[None], box)  # concave, touches the four sides
+    assert float(fill_prior_loss(ellipse, box)) == 0.0
+    assert float(fill_prior_loss(diamond, box)) < 1e-3
+    fill = float(polygon_areas(star)[0]) / (40 * 20)
+    assert math.isclose(float(fill_prior_loss(star, box)), 0.5 - fill, rel_tol=1e-5) and fill < 0.4
+
+
+def test_fill_prior_gradient_grows_a_shrunken_polygon():
+    box = torch.tensor([[0.0, 0.0, 20.0, 20.0]])
+    small = _square(8, 8, 12, 12).requires_grad_(True)  # fills 4 % of its box
+    fill_prior_loss(small, box).backward()
+    grown = small.detach() - 10.0 * small.grad
+    assert polygon_areas(grown)[0] > polygon_areas(small.detach())[0]
+
+
+def test_fill_prior_of_no_polygons_is_zero_and_keeps_the_graph():
+    loss = fill_prior_loss(torch.zeros(0, 8, 2, requires_grad=True), torch.zeros(0, 4))
+    assert float(loss) == 0.0 and loss.requires_grad
 
 
 # ---- pairwise ------------------------------------------------------------------------------------------------
@@ -134,13 +169,13 @@ def test_pairwise_warmup_ramps_over_the_given_steps():
 
 
 def test_combine_losses_weights_each_term():
-    cfg = LossConfig(unary_weight=2.0, local_weight=0.5, global_weight=0.1, pairwise_warmup_steps=0)
-    terms = {"loss_classifier": torch.tensor(1.0), "loss_unary": torch.tensor(1.0),
+    cfg = LossConfig(unary_weight=2.0, local_weight=0.5, global_weight=0.1, fill_weight=3.0, pairwise_warmup_steps=0)
+    terms = {"loss_classifier": torch.tensor(1.0), "loss_unary": torch.tensor(1.0), "loss_fill": torch.tensor(1.0),
              "loss_local": torch.tensor(1.0), "loss_global": torch.tensor(1.0)}
-    assert math.isclose(float(combine_losses(terms, cfg, step=10)), 1 + 2 + 0.5 + 0.1, rel_tol=1e-6)
+    assert math.isclose(float(combine_losses(terms, cfg, step=10)), 1 + 2 + 3 + 0.5 + 0.1, rel_tol=1e-6)
     # during the ramp only the pairwise terms are scaled; a fine-tuning run (warmup 0) gets them in full
-    assert math.isclose(float(combine_losses(terms, cfg, step=1, warmup_steps=4)), 1 + 2 + 0.3, rel_tol=1e-6)
-    assert math.isclose(float(combine_losses(terms, cfg, step=1, warmup_steps=0)), 1 + 2 + 0.6, rel_tol=1e-6)
+    assert math.isclose(float(combine_losses(terms, cfg, step=1, warmup_steps=4)), 1 + 2 + 3 + 0.3, rel_tol=1e-6)
+    assert math.isclose(float(combine_losses(terms, cfg, step=1, warmup_steps=0)), 1 + 2 + 3 + 0.6, rel_tol=1e-6)
 
 
 def test_polygon_to_mask_uses_pixel_centres():

@@ -58,6 +58,9 @@ def test_training_returns_every_loss_term_and_backpropagates():
                            "loss_unary", "loss_local", "loss_global"}
     sum(losses.values()).backward()
     assert m.roi_heads.polygon_head.stages[0].out.weight.grad.abs().sum() > 0
+    c.loss.fill_weight = 1.0  # the box-fill prior is a term of its own only when it is on
+    losses = build_model(c).train()([image], [target])
+    assert "loss_fill" in losses and losses["loss_fill"].requires_grad
 
 
 def test_mask_mode_uses_the_same_network_with_the_mask_loss():

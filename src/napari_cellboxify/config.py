@@ -80,6 +80,10 @@ class LossConfig:
     # train.steps: with a fraction, a long nominal schedule stopped early by a time budget never switched them on
     # (session 3's GPU runs). Fine-tuning from trained weights (--init, the widget) skips the ramp.
     pairwise_warmup_steps: int = 500
+    # delta, the box-fill prior (losses/fill.py): penalises polygons that cover less than min_fill of their GT
+    # box, the bound every convex shape touching its box's four sides meets. 0 switches it off.
+    fill_weight: float = 0.0
+    min_fill: float = 0.5
     max_polygon_rois_per_image: int = 64  # positives sampled for the polygon losses (bounds CPU cost)
 
 
@@ -182,6 +186,8 @@ class CellBoxifyConfig:
             (lo.contrast_window >= 3 and lo.contrast_window % 2 == 1, "loss.contrast_window must be an odd number >= 3"),
             (lo.raster_size >= 8, "loss.raster_size must be >= 8"),
             (lo.pairwise_warmup_steps >= 0, "loss.pairwise_warmup_steps must be >= 0"),
+            (lo.fill_weight >= 0, "loss.fill_weight must be >= 0"),
+            (0 <= lo.min_fill < 1, "loss.min_fill must be in [0, 1)"),
             (lo.inv_smoothness > 0, "loss.inv_smoothness must be > 0"),
             (d.crop_size is None or d.crop_size >= 32, "data.crop_size must be None or >= 32"),
             (len(d.train_sizes) > 0, "data.train_sizes must not be empty"),

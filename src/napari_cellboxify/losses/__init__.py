@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from ..config import LossConfig
+from .fill import fill_prior_loss
 from .mask import mask_loss
 from .pairwise import global_pairwise_loss, local_pairwise_loss
 from .rasterize import soft_rasterize, soft_rasterize_logits
@@ -12,6 +13,7 @@ from .unary import unary_loss
 
 __all__ = [
     "combine_losses",
+    "fill_prior_loss",
     "global_pairwise_loss",
     "local_pairwise_loss",
     "mask_loss",
@@ -21,7 +23,7 @@ __all__ = [
     "unary_loss",
 ]
 
-POLYGON_TERMS = ("loss_unary", "loss_local", "loss_global", "loss_mask")
+POLYGON_TERMS = ("loss_unary", "loss_local", "loss_global", "loss_fill", "loss_mask")
 
 
 def pairwise_warmup(step: int, warmup_steps: int) -> float:
@@ -32,7 +34,7 @@ def pairwise_warmup(step: int, warmup_steps: int) -> float:
 
 
 def combine_losses(losses: dict[str, Tensor], config: LossConfig, step: int, warmup_steps: int | None = None) -> Tensor:
-    """``L = det + alpha*L_unary + ramp*(beta*L_local + gamma*L_global)`` (+ L_mask in full-mask mode).
+    """``L = det + alpha*L_unary + delta*L_fill + ramp*(beta*L_local + gamma*L_global)`` (+ L_mask with masks).
 
     Detection terms from torchvision (RPN, box head) enter with weight 1. ``warmup_steps`` overrides
     ``config.pairwise_warmup_steps`` (the Trainer passes 0 when fine-tuning).
@@ -40,6 +42,7 @@ def combine_losses(losses: dict[str, Tensor], config: LossConfig, step: int, war
     ramp = pairwise_warmup(step, config.pairwise_warmup_steps if warmup_steps is None else warmup_steps)
     weights = {
         "loss_unary": config.unary_weight,
+        "loss_fill": config.fill_weight,
         "loss_local": config.local_weight * ramp,
         "loss_global": config.global_weight * ramp,
         "loss_mask": 1.0,

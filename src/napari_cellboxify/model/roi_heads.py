@@ -17,6 +17,7 @@ from ..losses.mask import mask_loss
 from ..losses.crops import gt_box_crops
 from ..losses.pairwise import global_pairwise_loss, local_pairwise_loss
 from ..losses.rasterize import pad_boxes, polygons_to_box_frame, soft_rasterize_logits
+from ..losses.fill import fill_prior_loss
 from ..losses.unary import unary_loss
 from .polygon_head import PolygonHead, box_to_image
 
@@ -99,6 +100,8 @@ class PolygonRoIHeads(RoIHeads):
         zero = sum(f.sum() for f in features.values()) * 0.0  # keeps every parameter in the graph (DDP)
         n_pos = sum(len(b) for b in pos_boxes)
         names = ("loss_mask",) if cfg.supervision == "mask" else ("loss_unary", "loss_local", "loss_global")
+        if cfg.supervision == "box" and cfg.fill_weight > 0:
+            names += ("loss_fill",)
         if n_pos == 0:
             return {name: zero for name in names}
 
@@ -124,6 +127,8 @@ class PolygonRoIHeads(RoIHeads):
                 totals["loss_mask"] = totals["loss_mask"] + mask_loss(logits, masks)
                 continue
             totals["loss_unary"] = totals["loss_unary"] + unary_loss(poly_img, gts)
+            if "loss_fill" in totals:
+                totals["loss_fill"] = totals["loss_fill"] + fill_prior_loss(poly_img, gts, cfg.min_fill)
             totals["loss_local"] = totals["loss_local"] + local_pairwise_loss(
                 logits,
                 crops[:, 0],
