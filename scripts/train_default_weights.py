@@ -52,6 +52,8 @@ def main(argv=None) -> int:
     parser.add_argument("--supervision", choices=["box", "mask"], default=None)
     parser.add_argument("--init", type=Path, help="start from these weights (pairwise terms at full weight at once)")
     parser.add_argument("--steps", type=int, help="schedule length (overrides the config)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one config value, e.g. --set loss.unary_weight=4 (repeatable)")
     parser.add_argument("--minutes", type=float, default=60.0, help="stop (resumably) after this long")
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--device", default="auto")
@@ -68,7 +70,8 @@ def main(argv=None) -> int:
             print(f"skipped: {args.data / split} not found (see ../shared/data/README.md)")
             return 0
     # Every session of a run resumes it: its own config.json unless --config is given.
-    config = training_run_config(args.out, args.config, resume=True, supervision=args.supervision, steps=args.steps)
+    config = training_run_config(args.out, args.config, resume=True, supervision=args.supervision, steps=args.steps,
+                                 overrides=args.overrides)
     device = pick_device(args.device)
     train = load_coco(args.data / "train" / "annotations.json", args.data / "train" / "images")
     val = load_coco(args.data / "val" / "annotations.json", args.data / "val" / "images")

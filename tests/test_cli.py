@@ -36,6 +36,13 @@ def test_bad_arguments_get_one_line_and_exit_2(args):
     assert "Traceback" not in result.stderr
 
 
+def test_a_bad_config_override_is_named_in_one_line(tmp_path):
+    result = _cli("train", "--data", tmp_path / "a.json", "--images", tmp_path, "--out", tmp_path / "run",
+                  "--set", "loss.no_such_weight=2")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "no_such_weight" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
 def test_missing_files_get_one_line_and_exit_1(tmp_path):
     result = _cli("train", "--data", tmp_path / "none.json", "--images", tmp_path, "--out", tmp_path / "run")
     assert result.returncode == 1
@@ -77,6 +84,22 @@ def test_train_predict_evaluate_export_end_to_end(tmp_path):
     result = _cli("export", run, "--out", tmp_path / "half.pt", "--half")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "half.pt").stat().st_size < (run / "model.pt").stat().st_size
+
+
+def test_fine_tuning_from_weights_needs_no_config_file(tmp_path):
+    # `cellboxify train --init W` rebuilds W's own architecture (here not the defaults' ResNet-50)
+    from napari_cellboxify.checkpoint import read_checkpoint, save_weights
+    from napari_cellboxify.model import build_model
+
+    json_path, images_dir = write_synthetic_coco(tmp_path / "data", n_images=1, shape=(96, 96), n_cells=4)
+    config = tiny_config(steps=2)
+    save_weights(tmp_path / "w.pt", build_model(config, load_pretrained=False), config)
+    run = tmp_path / "run"
+    result = _cli("train", "--data", json_path, "--images", images_dir, "--out", run, "--init", tmp_path / "w.pt",
+                  "--steps", "1", "--device", "cpu")
+    assert result.returncode == 0, result.stderr[-2000:]
+    tuned = read_checkpoint(run / "model.pt")["config"]
+    assert tuned["model"] == config.to_dict()["model"] and tuned["train"]["lr"] == 1e-4
 
 
 def test_resume_continues_where_it_stopped(tmp_path):

@@ -12,8 +12,10 @@ def test_defaults_are_the_papers_values():
     assert c.model.aspect_ratios == (0.5, 1.0, 2.0, 3.0, 4.0)
     assert c.model.rpn_post_nms_top_n_test == 3000 and c.model.detections_per_img == 2000
     assert c.model.num_vertices == 64
-    # gamma multiplies the variance-normalised Chan-Vese energy (1.0 there ~ 0.03 on the raw energy's scale)
-    assert (c.loss.unary_weight, c.loss.local_weight, c.loss.global_weight) == (1.0, 0.5, 1.0)
+    # gamma multiplies the variance-normalised Chan-Vese energy (1.0 there ~ 0.03 on the raw energy's scale);
+    # alpha 4 keeps polygons in their boxes during box-only fine-tuning (config.py says why); no fill prior
+    assert (c.loss.unary_weight, c.loss.local_weight, c.loss.global_weight) == (4.0, 0.5, 1.0)
+    assert c.loss.fill_weight == 0.0 and c.model.clip_polygons_to_box
     assert c.loss.global_normalize
     assert (c.loss.local_kernel, c.loss.local_dilation, c.loss.raster_size, c.loss.inv_smoothness) == (3, 2, 64, 0.1)
     assert c.data.train_sizes == (440, 480, 520, 580, 620)
@@ -92,3 +94,36 @@ def test_training_run_config_resume_keeps_the_runs_own_config(tmp_path):
     assert training_run_config(tmp_path, other, resume=True).train.lr == 1e-3  # an explicit file wins
     overridden = training_run_config(tmp_path, resume=True, supervision="mask", steps=7)
     assert (overridden.loss.supervision, overridden.train.steps, overridden.train.lr) == ("mask", 7, 3e-4)
+
+
+def test_overrides_set_one_value_each_and_name_bad_ones():
+    from napari_cellboxify.config import ConfigError, apply_overrides
+
+    base = CellBoxifyConfig()
+    got = apply_overrides(base, ["loss.unary_weight=2", "data.crop_size=null", "model.backbone=resnet18"])
+    assert (got.loss.unary_weight, got.data.crop_size, got.model.backbone) == (2.0, None, "resnet18")
+    assert base.loss.unary_weight == CellBoxifyConfig().loss.unary_weight  # the input is left as it was
+    for bad, words in (("loss.unary_weight", "section.key=value"), ("nosuch.x=1", "unknown section"),
+                       ("loss.nosuch=1", "nosuch"), ("loss.unary_weight=abc", "number")):
+        with pytest.raises(ConfigError, match=words):
+            apply_overrides(base, [bad])
+
+
+def test_fine_tuning_keeps_the_weights_architecture_and_takes_todays_losses(tmp_path):
+    from napari_cellboxify.checkpoint import save_weights
+    from napari_cellboxify.config import fine_tune_config, training_run_config
+    from napari_cellboxify.model import build_model
+
+    trained = small_cpu_config()  # ResNet-18, narrow heads: not the defaults' architecture
+    trained.loss.unary_weight = 1.0  # an old loss setting stored in old weights
+    trained.data.clahe_clip_limit = 0.02
+    trained.train.lr = 5e-4
+    tuned = fine_tune_config(trained)
+    assert tuned.model == trained.model and tuned.data == trained.data
+    assert tuned.loss == CellBoxifyConfig().loss and tuned.train.lr == 1e-4
+
+    weights = tmp_path / "w.pt"
+    save_weights(weights, build_model(trained, load_pretrained=False), trained)
+    run = training_run_config(tmp_path / "run", init_weights=weights, steps=5)
+    assert run.model.backbone == "resnet18" and run.loss.unary_weight == 4.0 and run.train.steps == 5
+    assert training_run_config(tmp_path / "run").model.backbone == "resnet50"  # no --init: the defaults

@@ -99,6 +99,20 @@ def test_untrained_head_returns_the_initial_contour_inside_each_box():
     torch.testing.assert_close(polys, expected)
 
 
+def test_polygons_are_clipped_into_their_box_unless_switched_off():
+    c = tiny_config()
+    m = build_model(c).eval()
+    with torch.no_grad():  # a head that pushes every vertex half a box to the lower right: past the box
+        m.roi_heads.polygon_head.stages[-1].out.bias.fill_(5.0)
+    boxes = torch.tensor([[10.0, 20.0, 50.0, 40.0], [60.0, 5.0, 90.0, 70.0]])
+    image = torch.rand(3, 96, 96)
+    clipped = m.segment_boxes([image], [boxes])[0]
+    assert (clipped >= boxes[:, None, :2] - 1e-4).all() and (clipped <= boxes[:, None, 2:] + 1e-4).all()
+    m.roi_heads.clip_to_box = False
+    free = m.segment_boxes([image], [boxes])[0]
+    assert (free > boxes[:, None, 2:] + 1).any()  # without the clip the same head leaves its boxes
+
+
 def test_image_scale_maps_results_back_to_the_input_frame():
     c = tiny_config()
     c.model.image_scale = 2.0

@@ -54,10 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, type=Path, help="run folder: last.pt, model.pt, loss_log.jsonl")
     t.add_argument("--supervision", choices=["box", "mask"], default=None,
                    help="box: boxes only (default); mask: full masks (reference model)")
-    t.add_argument("--config", type=Path, help="YAML/JSON config file (only the keys that differ)")
+    t.add_argument("--config", type=Path, help="YAML/JSON config file (only the keys that differ); default: the "
+                   "defaults, or with --init the architecture inside those weights")
     t.add_argument("--init", type=Path, help="start from these weights (fine-tuning); default: backbone init")
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     t.add_argument("--steps", type=_positive_int, help="total training steps (overrides the config)")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config value, e.g. --set loss.unary_weight=4 (repeatable; after --config)")
     t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None, help="default: auto")
 
     e = sub.add_parser("evaluate", help="COCO AP with LIVECell's settings (or oracle-box mask IoU)",
@@ -122,8 +125,8 @@ def cmd_train(args) -> int:
     from .train import Trainer
     from .progress import TqdmProgress
 
-    config = training_run_config(args.out, args.config, resume=args.resume, supervision=args.supervision,
-                                 steps=args.steps)
+    config = training_run_config(args.out, args.config, resume=args.resume, init_weights=args.init,
+                                 supervision=args.supervision, steps=args.steps, overrides=args.overrides)
     if args.device:
         config.train.device = args.device
         config.validate()

@@ -50,12 +50,19 @@ class ModelConfig:
     image_scale: float = 1.0
     paste_masks: bool = True  # also return full-resolution masks (N,1,H,W) bool beside the polygons
     inference_chunk: int = 500  # RoIs per polygon-head call at inference (bounds memory with 2,000 detections)
+    # At inference, clip every vertex into its box (the detection's, or the box the user drew): a cell's mask
+    # lies inside its box, as Mask R-CNN's masks do by construction. Box-only fine-tuning lets vertices drift
+    # past the box (the unary term only sees the polygon's extremes); clipping removes that overshoot.
+    clip_polygons_to_box: bool = True
 
 
 @dataclass
 class LossConfig:
     supervision: str = "box"  # box (bbox only) | mask (full masks, the reference with the same net)
-    unary_weight: float = 1.0  # alpha
+    # alpha. 4, not 1: with 1 the pairwise terms pulled vertices past their boxes during box-only fine-tuning on
+    # LIVECell (oracle-box IoU 0.70 -> 0.58 in 200 steps, polygon box vs GT box IoU 0.80); with 4 the polygon
+    # keeps its box and the pairwise terms shape it inside (0.72 after 200 steps, two seeds; RESULTS.md).
+    unary_weight: float = 4.0
     # beta. On LIVECell the local term alone prefers a concave star that touches the four box edges (it cuts
     # through textured cell interiors for free); the normalised Chan-Vese term is what ranks the true contour
     # first, so gamma must outweigh it (benchmarks/bench_loss_fit.py; gamma 0.03 on the raw energy shrank masks).
@@ -81,7 +88,9 @@ class LossConfig:
     # (session 3's GPU runs). Fine-tuning from trained weights (--init, the widget) skips the ramp.
     pairwise_warmup_steps: int = 500
     # delta, the box-fill prior (losses/fill.py): penalises polygons that cover less than min_fill of their GT
-    # box, the bound every convex shape touching its box's four sides meets. 0 switches it off.
+    # box, the bound every convex shape touching its box's four sides meets. Off by default: with alpha 1 it
+    # helped box-only fine-tuning a little (oracle IoU 0.575 -> 0.604 at delta 4), with alpha 4 not at all
+    # (0.719 / 0.721 without, 0.724 with; RESULTS.md "Box-only fine-tuning: loss weights").
     fill_weight: float = 0.0
     min_fill: float = 0.5
     max_polygon_rois_per_image: int = 64  # positives sampled for the polygon losses (bounds CPU cost)
@@ -260,27 +269,75 @@ def _dump(data: dict[str, Any], suffix: str) -> str:
     return json.dumps(data, indent=2)
 
 
+def apply_overrides(config: CellBoxifyConfig, overrides: list[str]) -> CellBoxifyConfig:
+    """A copy of ``config`` with ``section.key=value`` overrides (detectron2's ``opts``), values parsed as YAML.
+
+    ``["loss.unary_weight=4", "data.crop_size=null"]``. Unknown keys and wrong types get a ConfigError naming
+    the override, as a config file would.
+    """
+    import yaml
+
+    data = config.to_dict()
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not name:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        if section not in data:
+            raise ConfigError(f"override {item!r}: unknown section '{section}'")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"override {item!r}: cannot parse the value") from None
+        data[section][name] = value
+    result = CellBoxifyConfig.from_dict(data)
+    result.validate()
+    return result
+
+
+def fine_tune_config(trained: CellBoxifyConfig) -> CellBoxifyConfig:
+    """The config for fine-tuning weights trained with ``trained``: its model and data sections (architecture
+    and the preprocessing the weights expect), today's loss and training defaults (Adam at the paper's 1e-4).
+
+    Loss weights are a training choice, not part of the weights: taking them from the defaults lets a fix to
+    them (alpha 4, session 5) reach weights trained before it. The CLI's ``train --init`` and the panel's
+    Fine-tune both start here.
+    """
+    config = CellBoxifyConfig.from_dict({"model": trained.to_dict()["model"], "data": trained.to_dict()["data"]})
+    config.validate()
+    return config
+
+
 def training_run_config(
     out_dir: str | Path,
     config_file: str | Path | None = None,
     *,
     resume: bool = False,
+    init_weights: str | Path | None = None,
     supervision: str | None = None,
     steps: int | None = None,
+    overrides: list[str] | None = None,
 ) -> CellBoxifyConfig:
     """The config a training run uses (the CLI's ``train`` and scripts/train_default_weights.py).
 
     An explicit ``config_file`` wins; otherwise a resumed run keeps the ``config.json`` it started with (so that
-    resuming never silently changes the model it continues), else the defaults. ``supervision`` and ``steps``
-    (command-line overrides) apply last.
+    resuming never silently changes the model it continues), else a fine-tuning run (``init_weights``) takes
+    ``fine_tune_config`` of the config inside those weights, else the defaults. ``overrides``
+    (``section.key=value``), then ``supervision`` and ``steps`` (command-line overrides) apply last.
     """
     run_config = Path(out_dir) / "config.json"
     if config_file:
         config = CellBoxifyConfig.load(config_file)
     elif resume and run_config.exists():
         config = CellBoxifyConfig.load(run_config)
+    elif init_weights:
+        from .checkpoint import config_from_checkpoint, read_checkpoint
+
+        config = fine_tune_config(config_from_checkpoint(read_checkpoint(init_weights), init_weights))
     else:
         config = CellBoxifyConfig()
+    if overrides:
+        config = apply_overrides(config, overrides)
     if supervision:
         config.loss.supervision = supervision
     if steps:

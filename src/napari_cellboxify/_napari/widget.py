@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..checkpoint import load_model
-from ..config import CellBoxifyConfig, small_cpu_config
+from ..config import CellBoxifyConfig, fine_tune_config, small_cpu_config
 from ..export import write_coco, write_label_tiff, write_measurements_csv, write_training_project
 from ..geometry import labels_to_boxes
 from ..predict import Predictor
@@ -422,8 +422,7 @@ class CellBoxifyWidget(QWidget):
 
     def _fine_tune_config(self, items) -> CellBoxifyConfig:
         if self.predictor is not None:
-            config = CellBoxifyConfig.from_dict(self.predictor.config.to_dict())
-            config.train.lr = 1e-4  # fine-tuning from trained weights: the paper's learning rate
+            config = fine_tune_config(self.predictor.config)  # as `cellboxify train --init` does
         else:
             config = CellBoxifyConfig.from_dict((self.base_config or small_cpu_config()).to_dict())
         config.train.steps = self.steps_spin.value()

@@ -138,6 +138,7 @@ class CellBoxify(FasterRCNN):
             image_mean=IMAGE_MEAN,
             image_std=IMAGE_STD,
             inference_chunk=m.inference_chunk,
+            clip_to_box=m.clip_polygons_to_box,
         )
         self.transform = CellTransform(m.image_scale, IMAGE_MEAN, IMAGE_STD, paste_masks=m.paste_masks)
         self.config = config

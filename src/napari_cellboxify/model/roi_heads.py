@@ -32,6 +32,7 @@ class PolygonRoIHeads(RoIHeads):
         image_mean: list[float],
         image_std: list[float],
         inference_chunk: int = 500,
+        clip_to_box: bool = True,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)  # mask_* stay None: the parent runs the box branch only
@@ -39,6 +40,7 @@ class PolygonRoIHeads(RoIHeads):
         self.polygon_head = polygon_head
         self.loss_config = loss_config
         self.inference_chunk = inference_chunk
+        self.clip_to_box = clip_to_box
         self.register_buffer("image_mean", torch.tensor(image_mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(image_std).view(1, -1, 1, 1), persistent=False)
 
@@ -81,6 +83,8 @@ class PolygonRoIHeads(RoIHeads):
             idx = image_index[start : start + self.inference_chunk]
             per_image = [chunk_boxes[idx == i] for i in range(len(boxes))]
             vertices = self.polygon_head(self.polygon_roi_pool(features, per_image, image_shapes))[-1]
+            if self.clip_to_box:
+                vertices = vertices.clamp(0.0, 1.0)  # box-normalised: [0, 1] is the box itself
             out.append(box_to_image(vertices, chunk_boxes))
         polys = torch.cat(out)
         return list(polys.split(counts))
