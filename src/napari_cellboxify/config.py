@@ -303,7 +303,8 @@ def fine_tune_config(trained: CellBoxifyConfig) -> CellBoxifyConfig:
     them (alpha 4, session 5) reach weights trained before it. The CLI's ``train --init`` and the panel's
     Fine-tune both start here.
     """
-    config = CellBoxifyConfig.from_dict({"model": trained.to_dict()["model"], "data": trained.to_dict()["data"]})
+    stored = trained.to_dict()
+    config = CellBoxifyConfig.from_dict({"model": stored["model"], "data": stored["data"]})
     config.validate()
     return config
 
