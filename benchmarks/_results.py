@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+REPO = RESULTS.parents[1]
 HEADER = "# Benchmark results\n\nEach section is written by the script named in it; rerun the command to refresh it.\n"
 
 
@@ -39,3 +40,9 @@ def write_section(name: str, body: str) -> None:
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section
     RESULTS.write_text(text)
     print(section)
+
+
+def shown(path: Path) -> str:
+    """A path as the reader's command would spell it: relative to the repository when inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)

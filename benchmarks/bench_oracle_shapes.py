@@ -20,45 +20,33 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import write_section  # noqa: E402
+from _results import REPO, shown, write_section  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 VAL = REPO.parent / "shared" / "data" / "livecell-mini" / "val"
 
 
-def shape_stats(weights: Path, clip: bool) -> dict[str, np.ndarray]:
-    from napari_cellboxify.checkpoint import load_model
-    from napari_cellboxify.data.coco import load_coco
-    from napari_cellboxify.data.images import read_image
-    from napari_cellboxify.geometry import polygon_to_mask
+def shape_stats(model, val, clip: bool) -> dict[str, np.ndarray]:
+    """Per-cell shape figures of ``model``'s oracle-box polygons on ``val`` (a CocoFile)."""
+    import torch
+    from torchvision.ops import box_iou
+
+    from napari_cellboxify.evaluate import oracle_cells
+    from napari_cellboxify.geometry import mask_iou, polygon_to_mask
     from napari_cellboxify.predict import Predictor
 
-    model, _ = load_model(weights)
     model.roi_heads.clip_to_box = clip
     predictor = Predictor(model, "auto")
-    val = load_coco(VAL / "annotations.json", VAL / "images")
-    gt = val.pycocotools()
     stats: dict[str, list[float]] = {k: [] for k in ("iou", "area", "fill", "gt_fill", "box_iou", "precision")}
-    for image in val.images:
-        anns = [a for a in gt.loadAnns(gt.getAnnIds(imgIds=[image.id])) if a.get("segmentation")]
-        if not anns:
-            continue
-        boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)], np.float32)
-        pred = predictor.segment_boxes(read_image(image.path), boxes)
-        for ann, box, poly in zip(anns, boxes, pred.polygons_xy):
-            truth = gt.annToMask(ann).astype(bool)
-            mask = polygon_to_mask(poly, truth.shape)
-            box_area = float((box[2] - box[0]) * (box[3] - box[1]))
-            stats["iou"].append((mask & truth).sum() / max(1, (mask | truth).sum()))
-            stats["area"].append(mask.sum() / max(1, truth.sum()))
-            stats["fill"].append(mask.sum() / box_area)
-            stats["gt_fill"].append(truth.sum() / box_area)
-            pbox = np.r_[poly.min(0), poly.max(0)]
-            inter = (max(0.0, min(pbox[2], box[2]) - max(pbox[0], box[0]))
-                     * max(0.0, min(pbox[3], box[3]) - max(pbox[1], box[1])))
-            union = (pbox[2] - pbox[0]) * (pbox[3] - pbox[1]) + box_area - inter
-            stats["box_iou"].append(inter / max(union, 1e-6))
-            stats["precision"].append((mask & truth).sum() / max(1, mask.sum()))
+    for box, poly, truth in oracle_cells(predictor, val):
+        mask = polygon_to_mask(poly, truth.shape)
+        box_area = float((box[2] - box[0]) * (box[3] - box[1]))
+        poly_box = torch.from_numpy(np.r_[poly.min(0), poly.max(0)][None].astype(np.float32))
+        stats["iou"].append(mask_iou(mask, truth))
+        stats["area"].append(mask.sum() / truth.sum())
+        stats["fill"].append(mask.sum() / box_area)
+        stats["gt_fill"].append(truth.sum() / box_area)
+        stats["box_iou"].append(float(box_iou(poly_box, torch.from_numpy(box[None]))[0, 0]))
+        stats["precision"].append((mask & truth).sum() / max(1, mask.sum()))
     return {k: np.asarray(v) for k, v in stats.items()}
 
 
@@ -76,13 +64,17 @@ def main(argv=None) -> int:
     lines = ["Given each val cell's GT box (892 cells): median [quartiles] over cells.", "",
              "| weights | vertices | mask IoU | area / GT area | fill of box (GT: {gt}) | polygon box IoU | precision |",
              "|---|---|---|---|---|---|---|"]
+    from napari_cellboxify.checkpoint import load_model
+    from napari_cellboxify.data.coco import load_coco
+
+    val = load_coco(VAL / "annotations.json", VAL / "images")
     gt_fill = None
     for weights in args.weights:
+        model, _ = load_model(weights)
         for clip in (True, False):
-            s = shape_stats(weights, clip)
+            s = shape_stats(model, val, clip)
             gt_fill = _q(s["gt_fill"])
-            name = weights.resolve().relative_to(REPO) if weights.resolve().is_relative_to(REPO) else weights
-            lines.append(f"| `{name}` | {'clipped to box' if clip else 'unclipped'} | {_q(s['iou'])} | "
+            lines.append(f"| `{shown(weights)}` | {'clipped to box' if clip else 'unclipped'} | {_q(s['iou'])} | "
                          f"{_q(s['area'])} | {_q(s['fill'])} | {_q(s['box_iou'])} | {_q(s['precision'])} |")
             print(lines[-1], flush=True)
     lines[2] = lines[2].replace("{gt}", gt_fill or "-")

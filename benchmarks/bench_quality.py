@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import write_section  # noqa: E402
+from _results import shown, write_section  # noqa: E402
 
 from napari_cellboxify.checkpoint import load_model  # noqa: E402
 from napari_cellboxify.config import CellBoxifyConfig  # noqa: E402
@@ -90,8 +90,8 @@ def main() -> None:
             train_run(config, supervision, run, args.steps, args.init)
     runs.update({run.name: run for run in args.also})
     results = {k: evaluate_run(run) for k, run in runs.items() if run.is_file() or (run / "model.pt").exists()}
-    start = f"both runs fine-tuned from `{_shown(args.init)}`" if args.init else "both runs from scratch"
-    lines = [f"Config `{_shown(args.config)}`, {start}, train on livecell-mini/train (10 images), "
+    start = f"both runs fine-tuned from `{shown(args.init)}`" if args.init else "both runs from scratch"
+    lines = [f"Config `{shown(args.config)}`, {start}, train on livecell-mini/train (10 images), "
              "evaluate on livecell-mini/val (5 images, 892 cells), LIVECell COCO settings, AP in %.", "",
              "| run (supervision) | steps | train time (h) | bbox AP | segm AP | segm AP50 | oracle-box mask IoU |",
              "|---|---|---|---|---|---|---|"]
@@ -119,12 +119,6 @@ def main() -> None:
                                                         for r in results.values()) + " |")
     title = "Quality on livecell-mini (box-only vs full-mask" + (", same start weights)" if args.init else ")")
     write_section(title, "\n".join(lines))
-
-
-def _shown(path: Path) -> str:
-    """A path as the reader's command would spell it: relative to the repository when inside it."""
-    path = path.resolve()
-    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 if __name__ == "__main__":

@@ -101,28 +101,35 @@ def evaluate(predictor: Predictor, coco: CocoFile, progress: Callable[[int, int]
     return metrics
 
 
-def oracle_box_iou(predictor: Predictor, coco: CocoFile, progress: Callable[[int, int], None] | None = None) -> dict:
-    """Mean mask IoU when the GT boxes are given, beside the filled-box and inscribed-ellipse baselines."""
+def oracle_cells(predictor: Predictor, coco: CocoFile, progress: Callable[[int, int], None] | None = None):
+    """Yield ``(box_xyxy, polygon_xy, truth_mask)`` for every GT cell with a mask, its polygon predicted from its
+    GT box (the oracle-box setting); images are read and segmented one at a time."""
     gt = coco.pycocotools()
-    ious = {"model": [], "filled_box": [], "ellipse": []}
     for i, image in enumerate(coco.images):
         anns = [a for a in gt.loadAnns(gt.getAnnIds(imgIds=[image.id])) if a.get("segmentation")]
         if not anns:
             continue
-        pixels = read_image(image.path)
         boxes = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
                           for a in anns], dtype=np.float32)
-        pred = predictor.segment_boxes(pixels, boxes)
+        pred = predictor.segment_boxes(read_image(image.path), boxes)
         shape = pred.shape
         for ann, box, poly in zip(anns, boxes, pred.polygons_xy):
             truth = gt.annToMask(ann).astype(bool)
             if truth.shape != shape:
                 raise ValueError(f"{image.file_name}: annotation masks are {truth.shape}, the image is {shape}")
-            ious["model"].append(mask_iou(polygon_to_mask(poly, shape), truth))
-            ious["filled_box"].append(mask_iou(polygon_to_mask(box_polygon(box), shape), truth))
-            ious["ellipse"].append(mask_iou(polygon_to_mask(box_inscribed_ellipse(box), shape), truth))
+            yield box, poly, truth
         if progress:
             progress(i + 1, len(coco.images))
+
+
+def oracle_box_iou(predictor: Predictor, coco: CocoFile, progress: Callable[[int, int], None] | None = None) -> dict:
+    """Mean mask IoU when the GT boxes are given, beside the filled-box and inscribed-ellipse baselines."""
+    ious = {"model": [], "filled_box": [], "ellipse": []}
+    for box, poly, truth in oracle_cells(predictor, coco, progress):
+        shape = truth.shape
+        ious["model"].append(mask_iou(polygon_to_mask(poly, shape), truth))
+        ious["filled_box"].append(mask_iou(polygon_to_mask(box_polygon(box), shape), truth))
+        ious["ellipse"].append(mask_iou(polygon_to_mask(box_inscribed_ellipse(box), shape), truth))
     return {f"mean_iou_{k}": float(np.mean(v)) if v else float("nan") for k, v in ious.items()} | {
         "num_cells": len(ious["model"])
     }
