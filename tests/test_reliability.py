@@ -201,3 +201,18 @@ def test_stale_temporaries_of_a_killed_writer_are_removed_by_the_next_run(tmp_pa
     Trainer(config, SyntheticSource(config, shape=(64, 64), n_cells=3), tmp_path)
     assert not (tmp_path / ".last.pt.abc123.tmp").exists()
     assert (tmp_path / "notes.tmp").exists()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_published_files_get_the_usual_mode_not_mkstemps_owner_only(tmp_path):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    new = tmp_path / "new.txt"
+    atomic_write_with(new, lambda p: p.write_text("x"))
+    assert new.stat().st_mode & 0o777 == 0o666 & ~umask  # what open() would have given it
+    existing = tmp_path / "existing.txt"
+    existing.write_text("old")
+    existing.chmod(0o640)
+    atomic_write_with(existing, lambda p: p.write_text("new"))
+    assert existing.stat().st_mode & 0o777 == 0o640  # an overwritten file keeps its mode
+    assert existing.read_text() == "new"

@@ -13,6 +13,13 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
+# mkstemp creates files readable by their owner only (0600); a published file should get the mode that open()
+# would have given it (0666 minus the umask), so that exports and weights in a shared lab folder are readable.
+# The umask can only be read by setting it; this is done once, at import.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
@@ -29,6 +36,8 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as handle:  # make the bytes durable before the rename publishes them
             os.fsync(handle.fileno())
+        with contextlib.suppress(OSError):  # e.g. file systems without POSIX modes
+            os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
