@@ -117,3 +117,22 @@ def test_prediction_to_coco_uses_rle():
                       np.array([0.9], np.float32), (20, 20))
     (det,) = prediction_to_coco(pred, 7)
     assert det["image_id"] == 7 and det["bbox"] == [2.0, 2.0, 10.0, 8.0] and "counts" in det["segmentation"]
+
+
+def test_oracle_box_iou_counts_every_image_in_its_progress_also_those_without_masks(synthetic_coco):
+    from napari_cellboxify.evaluate import oracle_box_iou
+
+    json_path, images_dir = synthetic_coco
+    data = json.loads(json_path.read_text())
+    last = data["images"][-1]["id"]
+    for ann in data["annotations"]:
+        if ann["image_id"] == last:
+            del ann["segmentation"]  # a box-only image: nothing to score, still one step of the progress bar
+    json_path.write_text(json.dumps(data))
+    coco = load_coco(json_path, images_dir)
+    torch.manual_seed(0)
+    predictor = Predictor(build_model(tiny_config(), load_pretrained=False), "cpu")
+    calls = []
+    result = oracle_box_iou(predictor, coco, progress=lambda i, n: calls.append((i, n)))
+    assert calls[-1] == (len(coco.images), len(coco.images)) and len(calls) == len(coco.images)
+    assert result["num_cells"] == sum(1 for a in data["annotations"] if a["image_id"] != last)

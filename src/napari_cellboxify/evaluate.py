@@ -107,7 +107,9 @@ def oracle_cells(predictor: Predictor, coco: CocoFile, progress: Callable[[int, 
     gt = coco.pycocotools()
     for i, image in enumerate(coco.images):
         anns = [a for a in gt.loadAnns(gt.getAnnIds(imgIds=[image.id])) if a.get("segmentation")]
-        if not anns:
+        if not anns:  # nothing to score here, but a progress bar still counts the image
+            if progress:
+                progress(i + 1, len(coco.images))
             continue
         boxes = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
                           for a in anns], dtype=np.float32)
