@@ -40,6 +40,27 @@ def test_resume_gives_the_same_loss_curve_as_an_uninterrupted_run(tmp_path):
     np.testing.assert_allclose(curve_split, curve_full, rtol=1e-5, atol=1e-6)
 
 
+
+def test_a_resumed_fine_tuning_run_keeps_the_pairwise_terms_at_full_weight(tmp_path):
+    # Fine-tuning (init weights) skips the pairwise warm-up; resuming it (no init any more) must not restart it.
+    config = tiny_config(steps=4)
+    Trainer(config, _source(config), tmp_path / "pre").fit()
+    init = tmp_path / "pre" / "model.pt"
+    config = tiny_config(steps=4)
+    full = Trainer(config, _source(config), tmp_path / "full", init_weights=init)
+    assert full.pairwise_warmup_steps == 0
+    full.fit()
+
+    cancel = threading.Event()
+    stop = [lambda info: cancel.set() if info.step == 2 else None]
+    Trainer(config, _source(config), tmp_path / "split", init_weights=init, callbacks=stop, cancel=cancel).fit()
+    resumed = Trainer(config, _source(config), tmp_path / "split")
+    assert resumed.resume() and resumed.step == 2 and resumed.pairwise_warmup_steps == 0
+    resumed.fit()
+    curve_full = [r["loss"] for r in read_loss_log(tmp_path / "full" / "loss_log.jsonl")]
+    curve_split = [r["loss"] for r in read_loss_log(tmp_path / "split" / "loss_log.jsonl")]
+    np.testing.assert_allclose(curve_split, curve_full, rtol=1e-5, atol=1e-6)
+
 def test_cancel_keeps_the_last_finished_step(tmp_path):
     config = tiny_config(steps=50)
     cancel = threading.Event()

@@ -164,6 +164,8 @@ class Trainer:
         if "scaler" in data and self.amp:
             self.scaler.load_state_dict(data["scaler"])
         self.step = int(data["step"])
+        # A fine-tuning run resumes without its init weights: the checkpoint says whether it had a warm-up.
+        self.pairwise_warmup_steps = int(data.get("pairwise_warmup_steps", self.pairwise_warmup_steps))
         torch.set_rng_state(data["rng"])
         if torch.cuda.is_available() and "cuda_rng" in data:
             torch.cuda.set_rng_state_all(list(data["cuda_rng"]))
@@ -181,6 +183,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "config": self.config.to_dict(),
             "step": self.step,
+            "pairwise_warmup_steps": self.pairwise_warmup_steps,
             "rng": torch.get_rng_state(),
         }
         if torch.cuda.is_available():
