@@ -82,3 +82,17 @@ def test_config_mismatch_names_the_difference(weights):
 def test_missing_file(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_model(tmp_path / "nope.pt")
+
+
+def test_overrides_change_inference_settings_but_not_the_architecture(weights):
+    from napari_cellboxify.config import ConfigError
+
+    path, m, _ = weights
+    loaded, _ = load_model(path, overrides=["model.image_scale=0.5", "model.box_nms_thresh=0.6"])
+    assert loaded.transform.image_scale == 0.5 and loaded.roi_heads.nms_thresh == 0.6
+    for (k, a), (_, b) in zip(m.state_dict().items(), loaded.state_dict().items()):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_model(path, overrides=["model.fpn_channels=64"])
+    with pytest.raises(ConfigError, match="image_scale"):
+        load_model(path, overrides=["model.image_scale=0"])

@@ -41,6 +41,14 @@ def test_a_bad_config_override_is_named_in_one_line(tmp_path):
                   "--set", "loss.no_such_weight=2")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "no_such_weight" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    # predict's --set changes inference settings only: another architecture is refused, also in one line
+    import numpy as np
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "cells.tif", np.zeros((64, 64), np.uint8))
+    result = _cli("predict", tmp_path / "cells.tif", "--out", tmp_path / "o", "--set", "model.backbone=resnet50")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "does not match" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_missing_files_get_one_line_and_exit_1(tmp_path):

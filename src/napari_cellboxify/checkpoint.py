@@ -66,15 +66,21 @@ def config_from_checkpoint(data: dict[str, Any], path: str | Path = "") -> CellB
         raise CheckpointError(f"the config stored in {path or 'the weights'} is not usable: {exc}") from None
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu", config: CellBoxifyConfig | None = None):
+def load_model(path: str | Path, device: str | torch.device = "cpu", config: CellBoxifyConfig | None = None,
+               overrides: list[str] | None = None):
     """Rebuild the model a weights file/checkpoint describes and load its weights (eval mode).
 
-    ``config`` may override inference-only settings; its architecture must match the file's.
+    ``config`` may override inference-only settings; its architecture must match the file's. ``overrides``
+    (``["model.image_scale=0.5"]``, see ``config.apply_overrides``) change single values of the file's config
+    (or of ``config``), e.g. the zoom for images at another magnification than the training data's.
     """
+    from .config import apply_overrides
     from .model import build_model
 
     data = read_checkpoint(path)
     stored = config_from_checkpoint(data, path)
+    if overrides:
+        config = apply_overrides(config or stored, overrides)
     if config is not None and _architecture(config) != _architecture(stored):
         raise CheckpointError(
             f"config does not match the weights in {path}: the file was trained with "

@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--weights", type=Path, help="weights file (default: the shipped weights)")
     e.add_argument("--oracle-boxes", action="store_true",
                    help="give the GT boxes, report mean mask IoU with filled-box and ellipse baselines")
+    e.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override an inference setting of the weights' config, e.g. --set model.image_scale=0.5 for "
+                   "images whose cells are twice LIVECell's size in pixels (repeatable)")
     e.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
 
     p = sub.add_parser("predict", help="segment images; write label TIFFs, COCO and/or CSV",
@@ -82,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=_positive_int, help="tile size for large images (px)")
     p.add_argument("--overlap", type=_nonneg_int, default=128, help="tile overlap (px, default 128)")
     p.add_argument("--score-threshold", type=float, default=0.5, help="minimum detection score (default 0.5)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override an inference setting of the weights' config, e.g. --set model.image_scale=0.5 for "
+                   "images whose cells are twice LIVECell's size in pixels (repeatable)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
 
     x = sub.add_parser("export", help="export a run's weights for sharing (optionally half precision)",
@@ -168,7 +174,7 @@ def cmd_evaluate(args) -> int:
     from .predict import Predictor
     from .progress import tqdm_callback
 
-    predictor = Predictor.from_weights(args.weights, device=args.device)
+    predictor = Predictor.from_weights(args.weights, device=args.device, overrides=args.overrides)
     coco = load_coco(args.data, args.images)
     with tqdm_callback(len(coco.images), "evaluate") as progress:
         if args.oracle_boxes:
@@ -215,7 +221,8 @@ def cmd_predict(args) -> int:
     files = iter_image_files(args.inputs)
     if not files:
         raise ValueError("no image files found in the given inputs")
-    predictor = Predictor.from_weights(args.weights, device=args.device, score_threshold=args.score_threshold)
+    predictor = Predictor.from_weights(args.weights, device=args.device, score_threshold=args.score_threshold,
+                                       overrides=args.overrides)
     args.out.mkdir(parents=True, exist_ok=True)
     coco_items, coco_scores = [], []
     with tqdm_callback(len(files), "predict") as progress:

@@ -72,13 +72,15 @@ class Predictor:
         self.max_detections = max_detections
 
     @classmethod
-    def from_weights(cls, path: str | Path | None = None, device: str = "auto", **kwargs) -> "Predictor":
-        """Load ``path`` (or the shipped default weights when None)."""
+    def from_weights(cls, path: str | Path | None = None, device: str = "auto", overrides: list[str] | None = None,
+                     **kwargs) -> "Predictor":
+        """Load ``path`` (or the shipped default weights when None); ``overrides`` change inference settings of
+        the file's config (``["model.image_scale=0.5", "model.box_nms_thresh=0.6"]``)."""
         from .checkpoint import load_model
         from .weights import default_weights_path
 
         path = default_weights_path() if path is None else Path(path)
-        model, _ = load_model(path, "cpu")
+        model, _ = load_model(path, "cpu", overrides=overrides)
         return cls(model, device, **kwargs)
 
     # ------------------------------------------------------------------------------------------------------
