@@ -46,10 +46,12 @@ def test_full_flow_draw_finetune_segment_correct_export(widget, qtbot, tmp_path)
     boxes = w.new_boxes_layer()
     boxes.add_rectangles(boxes_to_rectangles(syn.boxes_xyxy))
     w.steps_spin.setValue(3)
+    w.zoom_spin.setValue(1.25)  # trains at this zoom; the weights keep it
 
     w.fine_tune()
     _wait_training(qtbot, w)
     assert w.predictor is not None and w.weights_path.name == "model.pt"
+    assert w.predictor.config.model.image_scale == 1.25 and w.zoom_spin.value() == 1.25
     assert (tmp_path / "project" / "annotations.json").exists()
     assert len(w.loss_plot.values) == 3
 
@@ -140,8 +142,10 @@ def test_segment_image_on_16bit_rgb_and_stacks(widget, qtbot, kind):
     w.max_dets_spin.setValue(20)
     if kind == "stack":
         viewer.dims.set_current_step(0, 1)
+    w.zoom_spin.setValue(1.5)
     w.segment_image()
     qtbot.waitUntil(lambda: w.segment_image_button.isEnabled(), timeout=60_000)
+    assert w.predictor.model.transform.image_scale == 1.5  # the panel's zoom reached the network
     masks = viewer.layers[MASKS_LAYER].data
     assert masks.shape == (layer.data.shape[:-1] if kind == "rgb" else layer.data.shape)
     if kind == "stack":

@@ -136,3 +136,13 @@ def test_oracle_box_iou_counts_every_image_in_its_progress_also_those_without_ma
     result = oracle_box_iou(predictor, coco, progress=lambda i, n: calls.append((i, n)))
     assert calls[-1] == (len(coco.images), len(coco.images)) and len(calls) == len(coco.images)
     assert result["num_cells"] == sum(1 for a in data["annotations"] if a["image_id"] != last)
+
+
+def test_predictor_zoom_reaches_the_network_and_the_config():
+    predictor = Predictor(build_model(tiny_config(), load_pretrained=False), "cpu")
+    predictor.image_scale = 2.0
+    assert predictor.model.transform.image_scale == 2.0 and predictor.config.model.image_scale == 2.0
+    with pytest.raises(ValueError, match="zoom"):
+        predictor.image_scale = 0
+    image = np.zeros((64, 48), np.uint8)
+    assert predictor.segment_image(image).shape == (64, 48)  # results stay in the image's own pixels

@@ -71,6 +71,18 @@ class Predictor:
         self.score_threshold = score_threshold
         self.max_detections = max_detections
 
+    @property
+    def image_scale(self) -> float:
+        """The zoom the network sees images at (``model.image_scale``); set it for another magnification."""
+        return self.model.transform.image_scale
+
+    @image_scale.setter
+    def image_scale(self, value: float) -> None:
+        if not value > 0:
+            raise ValueError(f"the zoom (image scale) must be > 0, got {value}")
+        # The config changes with the transform: fine-tuning from this predictor's config keeps the zoom.
+        self.model.transform.image_scale = self.config.model.image_scale = float(value)
+
     @classmethod
     def from_weights(cls, path: str | Path | None = None, device: str = "auto", overrides: list[str] | None = None,
                      **kwargs) -> "Predictor":

@@ -136,10 +136,19 @@ class CellBoxifyWidget(QWidget):
         self.max_dets_spin.setRange(1, 5000)
         self.max_dets_spin.setValue(2000)
         self.all_planes_check = QCheckBox("all slices of a stack")
+        # Cellpose's "diameter" in our terms: the network learned cells at the training data's pixel size.
+        self.zoom_spin = QDoubleSpinBox()
+        self.zoom_spin.setRange(0.1, 8.0)
+        self.zoom_spin.setSingleStep(0.25)
+        self.zoom_spin.setValue(1.0)
+        self.zoom_spin.setToolTip("How much the network enlarges your image. The default weights learned LIVECell "
+                                  "(10x phase contrast): 0.5 if your cells are twice as large in pixels, 2 if half. "
+                                  "Fine-tuning trains at this zoom and keeps it with the weights.")
         seg_form.addRow(self.segment_boxes_button)
         seg_form.addRow(self.segment_image_button)
         seg_form.addRow("Score threshold", self.score_spin)
         seg_form.addRow("Max detections", self.max_dets_spin)
+        seg_form.addRow("Zoom", self.zoom_spin)
         seg_form.addRow(self.all_planes_check)
         layout.addWidget(seg)
 
@@ -234,12 +243,14 @@ class CellBoxifyWidget(QWidget):
 
     def use_model(self, model, path: Path) -> None:
         self.predictor = Predictor(model, "auto")
+        self.zoom_spin.setValue(self.predictor.image_scale)  # the zoom these weights were trained (or set) at
         self.weights_path = path
         self.weights_label.setText(f"{path.name} ({model.config.model.backbone}, {self.predictor.device.type})")
 
     def _require_model(self):
         if self.predictor is None:
             raise RuntimeError("no model loaded: load weights or fine-tune on your boxes first")
+        self.predictor.image_scale = self.zoom_spin.value()  # read at the click, not while a worker runs
         return self.predictor
 
     # ---- layers <-> core ---------------------------------------------------------------------------------
@@ -425,6 +436,7 @@ class CellBoxifyWidget(QWidget):
             config = fine_tune_config(self.predictor.config)  # as `cellboxify train --init` does
         else:
             config = CellBoxifyConfig.from_dict((self.base_config or small_cpu_config()).to_dict())
+        config.model.image_scale = self.zoom_spin.value()
         config.train.steps = self.steps_spin.value()
         config.train.checkpoint_every = max(10, config.train.steps // 10)
         config.train.log_every = 1
