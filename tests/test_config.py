@@ -13,9 +13,10 @@ def test_defaults_are_the_papers_values():
     assert c.model.rpn_post_nms_top_n_test == 3000 and c.model.detections_per_img == 2000
     assert c.model.num_vertices == 64
     # gamma multiplies the variance-normalised Chan-Vese energy (1.0 there ~ 0.03 on the raw energy's scale);
-    # alpha 4 keeps polygons in their boxes during box-only fine-tuning (config.py says why); no fill prior
+    # alpha 4 keeps polygons in their boxes during box-only fine-tuning, delta 4 keeps them from turning concave
+    # in long runs (config.py says why)
     assert (c.loss.unary_weight, c.loss.local_weight, c.loss.global_weight) == (4.0, 0.5, 1.0)
-    assert c.loss.fill_weight == 0.0 and c.model.clip_polygons_to_box
+    assert c.loss.fill_weight == 4.0 and c.model.clip_polygons_to_box
     assert c.loss.global_normalize
     assert (c.loss.local_kernel, c.loss.local_dilation, c.loss.raster_size, c.loss.inv_smoothness) == (3, 2, 64, 0.1)
     assert c.data.train_sizes == (440, 480, 520, 580, 620)

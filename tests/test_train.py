@@ -61,6 +61,19 @@ def test_a_resumed_fine_tuning_run_keeps_the_pairwise_terms_at_full_weight(tmp_p
     curve_split = [r["loss"] for r in read_loss_log(tmp_path / "split" / "loss_log.jsonl")]
     np.testing.assert_allclose(curve_split, curve_full, rtol=1e-5, atol=1e-6)
 
+
+def test_training_only_the_polygon_head_leaves_the_detector_as_it_was(tmp_path):
+    import torch
+
+    config = tiny_config(steps=2)
+    config.train.trainable = "polygon_head"
+    trainer = Trainer(config, _source(config), tmp_path / "run")
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.fit()
+    after = trainer.model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("roi_heads.polygon_head.") for k in changed)
+
 def test_cancel_keeps_the_last_finished_step(tmp_path):
     config = tiny_config(steps=50)
     cancel = threading.Event()

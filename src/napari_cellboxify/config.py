@@ -88,10 +88,12 @@ class LossConfig:
     # (session 3's GPU runs). Fine-tuning from trained weights (--init, the widget) skips the ramp.
     pairwise_warmup_steps: int = 500
     # delta, the box-fill prior (losses/fill.py): penalises polygons that cover less than min_fill of their GT
-    # box, the bound every convex shape touching its box's four sides meets. Off by default: with alpha 1 it
-    # helped box-only fine-tuning a little (oracle IoU 0.575 -> 0.604 at delta 4), with alpha 4 not at all
-    # (0.719 / 0.721 without, 0.724 with; RESULTS.md "Box-only fine-tuning: loss weights").
-    fill_weight: float = 0.0
+    # box, the bound every convex shape touching its box's four sides meets. 4, not 0: in 200-step fine-tunes
+    # with alpha 4 it changed nothing (oracle IoU 0.724 vs 0.719 / 0.721), but past ~1,000 steps polygons
+    # turn into concave shapes that touch their box's edges (median fill 0.54, GT 0.64); refitting the mask
+    # branch of such a detector for 200 steps gave oracle IoU 0.555 / segm AP 7.6 without it and 0.678 / 12.7
+    # with it (RESULTS.md "Long box-only training: the box-fill prior").
+    fill_weight: float = 4.0
     min_fill: float = 0.5
     max_polygon_rois_per_image: int = 64  # positives sampled for the polygon losses (bounds CPU cost)
 
@@ -118,6 +120,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     lr_drop_fractions: tuple[float, ...] = (0.75, 0.92)  # x0.1 at these fractions of the schedule
     grad_clip: float = 10.0
+    # "polygon_head" trains only the mask branch and keeps the detector (trunk, FPN, RPN, box head) as loaded:
+    # the polygon head can be refitted to a detector without changing what it detects.
+    trainable: str = "all"  # all | polygon_head
     amp: bool = True  # used on CUDA only
     checkpoint_every: int = 500
     log_every: int = 10
@@ -191,6 +196,7 @@ class CellBoxifyConfig:
             (m.image_scale > 0, "model.image_scale must be > 0"),
             (m.detections_per_img > 0, "model.detections_per_img must be > 0"),
             (lo.supervision in ("box", "mask"), "loss.supervision must be box or mask"),
+            (t.trainable in ("all", "polygon_head"), "train.trainable must be all or polygon_head"),
             (lo.global_channel in ("contrast", "intensity"), "loss.global_channel must be contrast or intensity"),
             (lo.contrast_window >= 3 and lo.contrast_window % 2 == 1, "loss.contrast_window must be an odd number >= 3"),
             (lo.raster_size >= 8, "loss.raster_size must be >= 8"),

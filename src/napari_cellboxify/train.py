@@ -119,6 +119,10 @@ class Trainer:
             load_state(self.model, data["model"], init_weights)
         # A model that already detects cells gets the pairwise terms at full weight from the first step.
         self.pairwise_warmup_steps = 0 if init_weights is not None else config.loss.pairwise_warmup_steps
+        if config.train.trainable == "polygon_head":
+            for name, param in self.model.named_parameters():
+                if not name.startswith("roi_heads.polygon_head."):
+                    param.requires_grad_(False)
         self.model.to(self.device)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=config.train.lr, weight_decay=config.train.weight_decay)

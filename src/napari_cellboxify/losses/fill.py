@@ -7,7 +7,8 @@ on LIVECell (session 2's run from scratch: median fill 0.41 while still touching
 vertices). The unary term cannot see this (it only looks at the polygon's extreme vertices), so this term
 penalises the missing fill, and only below the bound: above it, the pairwise terms alone decide the shape.
 
-Off by default (``loss.fill_weight`` 0): with the unary weight at 4 it measured no gain (config.LossConfig).
+On by default (``loss.fill_weight`` 4): short fine-tunes do not need it, long box-only training does
+(config.LossConfig says what was measured).
 """
 
 from __future__ import annotations
