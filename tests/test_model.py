@@ -55,12 +55,13 @@ def test_training_returns_every_loss_term_and_backpropagates():
     target = {"boxes": torch.from_numpy(syn.boxes_xyxy), "labels": torch.ones(len(syn.boxes_xyxy), dtype=torch.int64)}
     losses = m([image], [target])
     assert set(losses) == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg",
-                           "loss_unary", "loss_local", "loss_global"}
+                           "loss_unary", "loss_local", "loss_global", "loss_fill"}
     sum(losses.values()).backward()
     assert m.roi_heads.polygon_head.stages[0].out.weight.grad.abs().sum() > 0
-    c.loss.fill_weight = 1.0  # the box-fill prior is a term of its own only when it is on
+    assert losses["loss_fill"].requires_grad
+    c.loss.fill_weight = 0.0  # the box-fill prior is a term of its own only when it is on
     losses = build_model(c).train()([image], [target])
-    assert "loss_fill" in losses and losses["loss_fill"].requires_grad
+    assert "loss_fill" not in losses
 
 
 def test_mask_mode_uses_the_same_network_with_the_mask_loss():
