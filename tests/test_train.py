@@ -40,7 +40,6 @@ def test_resume_gives_the_same_loss_curve_as_an_uninterrupted_run(tmp_path):
     np.testing.assert_allclose(curve_split, curve_full, rtol=1e-5, atol=1e-6)
 
 
-
 def test_a_resumed_fine_tuning_run_keeps_the_pairwise_terms_at_full_weight(tmp_path):
     # Fine-tuning (init weights) skips the pairwise warm-up; resuming it (no init any more) must not restart it.
     config = tiny_config(steps=4)
@@ -73,6 +72,7 @@ def test_training_only_the_polygon_head_leaves_the_detector_as_it_was(tmp_path):
     after = trainer.model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith("roi_heads.polygon_head.") for k in changed)
+
 
 def test_cancel_keeps_the_last_finished_step(tmp_path):
     config = tiny_config(steps=50)

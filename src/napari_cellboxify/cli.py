@@ -71,9 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--weights", type=Path, help="weights file (default: the shipped weights)")
     e.add_argument("--oracle-boxes", action="store_true",
                    help="give the GT boxes, report mean mask IoU with filled-box and ellipse baselines")
-    e.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override an inference setting of the weights' config, e.g. --set model.image_scale=0.5 for "
-                   "images whose cells are twice LIVECell's size in pixels (repeatable)")
+    _add_inference_overrides(e)
     e.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
 
     p = sub.add_parser("predict", help="segment images; write label TIFFs, COCO and/or CSV",
@@ -85,9 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=_positive_int, help="tile size for large images (px)")
     p.add_argument("--overlap", type=_nonneg_int, default=128, help="tile overlap (px, default 128)")
     p.add_argument("--score-threshold", type=float, default=0.5, help="minimum detection score (default 0.5)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override an inference setting of the weights' config, e.g. --set model.image_scale=0.5 for "
-                   "images whose cells are twice LIVECell's size in pixels (repeatable)")
+    _add_inference_overrides(p)
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
 
     x = sub.add_parser("export", help="export a run's weights for sharing (optionally half precision)",
@@ -96,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", required=True, type=Path, help="weights file to write")
     x.add_argument("--half", action="store_true", help="store float16 weights (half the size)")
     return parser
+
+
+def _add_inference_overrides(verb: argparse.ArgumentParser) -> None:
+    """``--set`` for the verbs that load weights (evaluate, predict): inference settings only."""
+    verb.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                      help="override an inference setting of the weights' config, e.g. --set model.image_scale=0.5 "
+                      "for images whose cells are twice LIVECell's size in pixels (repeatable)")
 
 
 def _version() -> str:
