@@ -74,6 +74,26 @@ def test_training_only_the_polygon_head_leaves_the_detector_as_it_was(tmp_path):
     assert changed and all(k.startswith("roi_heads.polygon_head.") for k in changed)
 
 
+def test_reset_polygon_head_keeps_the_loaded_detector_and_starts_a_fresh_mask_branch(tmp_path):
+    import torch
+
+    config = tiny_config(steps=3)
+    Trainer(config, _source(config), tmp_path / "pre").fit()
+    init = tmp_path / "pre" / "model.pt"
+    loaded = read_checkpoint(init)["model"]
+    fresh = Trainer(tiny_config(steps=3), _source(config), tmp_path / "fresh").model.state_dict()
+
+    config = tiny_config(steps=3)
+    config.train.reset_polygon_head = True
+    state = Trainer(config, _source(config), tmp_path / "reset", init_weights=init).model.state_dict()
+    head = [k for k in state if k.startswith("roi_heads.polygon_head.")]
+    assert head and all(torch.equal(state[k], fresh[k]) for k in head)
+    # The pre-training moved the head away from its initialisation, so the reset is visible...
+    assert any(not torch.equal(loaded[k], fresh[k]) for k in head)
+    # ...and everything else is the loaded detector.
+    assert all(torch.equal(state[k], loaded[k].to(state[k].dtype)) for k in state if k not in head)
+
+
 def test_cancel_keeps_the_last_finished_step(tmp_path):
     config = tiny_config(steps=50)
     cancel = threading.Event()
