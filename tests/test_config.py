@@ -42,6 +42,19 @@ def test_checkpoints_of_earlier_versions_still_load():
         CellBoxifyConfig.from_dict(old)
 
 
+def test_exponent_numbers_read_as_numbers_from_yaml_files_and_overrides(tmp_path):
+    from napari_cellboxify.config import apply_overrides
+
+    # PyYAML reads "1e-4" as a string (YAML 1.1 wants "1.0e-4"); a learning rate written so must still work.
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 1e-4\n  steps: 2e3\n")
+    c = CellBoxifyConfig.load(path)
+    assert (c.train.lr, c.train.steps) == (1e-4, 2000) and isinstance(c.train.steps, int)
+    assert apply_overrides(c, ["train.lr=5e-4"]).train.lr == 5e-4
+    with pytest.raises(ConfigError, match="train.steps"):
+        apply_overrides(c, ["train.steps=2.5e0"])
+
+
 def test_partial_file_keeps_defaults(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("train:\n  steps: 50\nmodel:\n  anchor_sizes: [4, 8, 16, 32, 64]\n")

@@ -262,6 +262,12 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
             raise ConfigError(f"{key} must be true or false")
         return value
     if isinstance(default, (int, float)) and default is not None:
+        if isinstance(value, str):
+            # YAML 1.1 (PyYAML) reads "1e-4" and "5e-4" -- how everyone writes a learning rate -- as strings.
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{key} must be a number") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key} must be a number")
         if isinstance(default, int) and not isinstance(default, bool):
