@@ -8,6 +8,9 @@ itself after ``--minutes`` with a resumable checkpoint, so a long schedule runs 
     python scripts/train_default_weights.py --out runs/default --minutes 8        # resumes runs/default/last.pt
     python scripts/train_default_weights.py --config configs/livecell_cpu.yaml --init weights/X.pt --steps 400 \
         --out runs/finetune --eval-every 100                                      # a second phase from weights
+    python scripts/train_default_weights.py --config configs/livecell_cpu.yaml --init runs/finetune/model.pt \
+        --steps 300 --eval-every 50 --set train.trainable=polygon_head --set train.reset_polygon_head=true \
+        --out runs/masks                          # a fresh mask branch on that fixed detector (weights/README.md)
 
 Writes into --out: last.pt / model.pt (Trainer), val_log.jsonl (one line per evaluation), best.pt (the weights
 with the highest val segm AP so far, its step and metrics inside).
