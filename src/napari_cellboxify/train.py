@@ -108,7 +108,6 @@ class Trainer:
         self.device = torch.device(device)
         torch.manual_seed(config.train.seed)
         self.model = build_model(config, load_pretrained=init_weights is None)
-        fresh_head = {k: v.clone() for k, v in self.model.roi_heads.polygon_head.state_dict().items()}
         if init_weights is not None:
             data = read_checkpoint(init_weights)
             stored = config_from_checkpoint(data, init_weights)
@@ -117,9 +116,13 @@ class Trainer:
                     f"{init_weights} holds a {stored.model.backbone} model but the config asks for "
                     f"{config.model.backbone}"
                 )
+            head = self.model.roi_heads.polygon_head
+            # Kept only when asked for: the seed's fresh initialisation, as a run from scratch has it.
+            fresh_head = ({k: v.clone() for k, v in head.state_dict().items()}
+                          if config.train.reset_polygon_head else None)
             load_state(self.model, data["model"], init_weights)
-            if config.train.reset_polygon_head:  # the seed's fresh initialisation, as a run from scratch has it
-                self.model.roi_heads.polygon_head.load_state_dict(fresh_head)
+            if fresh_head is not None:
+                head.load_state_dict(fresh_head)
         # A model that already detects cells gets the pairwise terms at full weight from the first step.
         self.pairwise_warmup_steps = 0 if init_weights is not None else config.loss.pairwise_warmup_steps
         if config.train.trainable == "polygon_head":
