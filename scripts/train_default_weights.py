@@ -60,11 +60,13 @@ def main(argv=None) -> int:
     parser.add_argument("--minutes", type=float, default=60.0, help="stop (resumably) after this long")
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--pseudo-labels", type=Path, help="self-training boxes (cellboxify predict --format boxes)")
+    parser.add_argument("--pseudo-images", type=Path, help="folder of the --pseudo-labels images")
     args = parser.parse_args(argv)
 
     from napari_cellboxify.checkpoint import save_weights
     from napari_cellboxify.config import training_run_config
-    from napari_cellboxify.data.coco import CocoSource, load_coco
+    from napari_cellboxify.data.coco import CocoSource, add_pseudo_labels, load_coco
     from napari_cellboxify.device import pick_device
     from napari_cellboxify.train import Trainer
 
@@ -79,6 +81,9 @@ def main(argv=None) -> int:
     train = load_coco(args.data / "train" / "annotations.json", args.data / "train" / "images")
     val = load_coco(args.data / "val" / "annotations.json", args.data / "val" / "images")
     source = CocoSource(train, config, with_masks=config.loss.supervision == "mask")
+    if args.pseudo_labels:
+        source = add_pseudo_labels(source, args.pseudo_labels, args.pseudo_images, config)
+        print(f"{len(source.extra)} pseudo-labeled images, {100 * source.extra_fraction:.0f}% of the samples", flush=True)
 
     cancel = threading.Event()
     deadline = time.time() + 60 * args.minutes

@@ -71,10 +71,24 @@ def test_train_predict_evaluate_export_end_to_end(tmp_path):
     assert (run / "model.pt").exists()
 
     result = _cli("predict", images_dir, "--out", tmp_path / "pred", "--weights", run / "model.pt",
-                  "--format", "tiff,coco,csv", "--score-threshold", "0")
+                  "--format", "tiff,coco,csv,boxes", "--score-threshold", "0")
     assert result.returncode == 0, result.stderr[-2000:]
     names = sorted(p.name for p in (tmp_path / "pred").iterdir())
     assert "predictions_coco.json" in names and "synthetic_0_labels.tif" in names and "synthetic_0_cells.csv" in names
+    boxes = json.loads((tmp_path / "pred" / "boxes.json").read_text())
+    assert boxes["annotations"] and all(0 <= a["score"] <= 1 and len(a["bbox"]) == 4 for a in boxes["annotations"])
+
+    # self-training: the predicted boxes as pseudo-labels beside the labeled images (thresholds at 0: an
+    # untrained model's scores are low)
+    result = _cli("train", "--data", json_path, "--images", images_dir, "--out", tmp_path / "self",
+                  "--init", run / "model.pt", "--steps", "2", "--device", "cpu",
+                  "--pseudo-labels", tmp_path / "pred" / "boxes.json", "--pseudo-images", images_dir,
+                  "--set", "data.pseudo_score_thresh=0", "--set", "data.pseudo_ignore_thresh=0")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "pseudo-labeled image(s)" in result.stderr and (tmp_path / "self" / "model.pt").exists()
+    result = _cli("train", "--data", json_path, "--images", images_dir, "--out", tmp_path / "self2",
+                  "--pseudo-labels", tmp_path / "pred" / "boxes.json")
+    assert result.returncode == 1 and "go together" in result.stderr
 
     result = _cli("evaluate", "--data", json_path, "--images", images_dir, "--out", tmp_path / "ev",
                   "--weights", run / "model.pt")

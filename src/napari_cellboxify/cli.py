@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value, e.g. --set loss.unary_weight=4 (repeatable; after --config)")
     t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None, help="default: auto")
+    t.add_argument("--pseudo-labels", type=Path, metavar="BOXES_JSON",
+                   help="self-training: boxes with scores on unlabeled images (cellboxify predict --format boxes); "
+                        "confident ones train as cells, uncertain ones are ignored (data.pseudo_* in the config)")
+    t.add_argument("--pseudo-images", type=Path, help="folder the --pseudo-labels file_names are relative to")
 
     e = sub.add_parser("evaluate", help="COCO AP with LIVECell's settings (or oracle-box mask IoU)",
                        description="Evaluate weights on a COCO file; AP values are percentages (0-100).")
@@ -79,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE_OR_DIR")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--weights", type=Path, help="weights file (default: the shipped weights)")
-    p.add_argument("--format", default="tiff", help="comma-separated: tiff, coco, csv (default: tiff)")
+    p.add_argument("--format", default="tiff", help="comma-separated: tiff, coco, csv, boxes (default: tiff); boxes writes the "
+                   "detected boxes with their scores as COCO (boxes.json: to review, or as pseudo-labels)")
     p.add_argument("--tile", type=_positive_int, help="tile size for large images (px)")
     p.add_argument("--overlap", type=_nonneg_int, default=128, help="tile overlap (px, default 128)")
     p.add_argument("--score-threshold", type=float, default=0.5, help="minimum detection score (default 0.5)")
@@ -130,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
 # ---- verbs ---------------------------------------------------------------------------------------------------
 def cmd_train(args) -> int:
     from .config import training_run_config
-    from .data.coco import CocoSource, load_coco
+    from .data.coco import CocoSource, add_pseudo_labels, load_coco
     from .train import Trainer
     from .progress import TqdmProgress
 
@@ -145,6 +150,12 @@ def cmd_train(args) -> int:
     source = CocoSource(coco, config, with_masks=config.loss.supervision == "mask")
     if len(source) == 0:
         raise ValueError(f"{args.data} has no image with a usable box")
+    if (args.pseudo_labels is None) != (args.pseudo_images is None):
+        raise ValueError("--pseudo-labels and --pseudo-images go together")
+    if args.pseudo_labels is not None:
+        source = add_pseudo_labels(source, args.pseudo_labels, args.pseudo_images, config)
+        print(f"cellboxify train: {len(source.extra)} pseudo-labeled image(s), "
+              f"{100 * source.extra_fraction:.0f}% of the samples", file=sys.stderr)
     cancel = threading.Event()
     progress = TqdmProgress(config.train.steps, disable=os.environ.get("RANK", "0") != "0")
     trainer = Trainer(config, source, args.out, init_weights=args.init, callbacks=[progress], cancel=cancel)
@@ -211,15 +222,16 @@ def format_metrics(metrics: dict) -> list[str]:
 
 def cmd_predict(args) -> int:
     from .data.images import read_image
-    from .export import write_coco, write_label_tiff, write_measurements_csv
+    from .export import boxes_coco, write_coco, write_label_tiff, write_measurements_csv
+    from .io_utils import atomic_write_text
     from .predict import Predictor, iter_image_files
     from .progress import tqdm_callback
 
     formats = {f.strip().lower() for f in args.format.split(",") if f.strip()}
-    unknown = formats - {"tiff", "coco", "csv"}
+    unknown = formats - {"tiff", "coco", "csv", "boxes"}
     if unknown or not formats:
         print(f"cellboxify predict: error: unknown --format {', '.join(sorted(unknown)) or args.format!r} "
-              "(choose from tiff, coco, csv)", file=sys.stderr)
+              "(choose from tiff, coco, csv, boxes)", file=sys.stderr)
         return EXIT_USAGE
     files = iter_image_files(args.inputs)
     if not files:
@@ -227,7 +239,7 @@ def cmd_predict(args) -> int:
     predictor = Predictor.from_weights(args.weights, device=args.device, score_threshold=args.score_threshold,
                                        overrides=args.overrides)
     args.out.mkdir(parents=True, exist_ok=True)
-    coco_items, coco_scores = [], []
+    coco_items, coco_scores, box_items, box_scores = [], [], [], []
     with tqdm_callback(len(files), "predict") as progress:
         for i, path in enumerate(files):
             image = read_image(path)
@@ -242,9 +254,13 @@ def cmd_predict(args) -> int:
                 write_measurements_csv(args.out / f"{path.stem}_cells.csv", labels, image)
             coco_items.append((path.name, labels))
             coco_scores.append(dict(zip(pred.label_ids().tolist(), pred.scores.tolist())))
+            box_items.append((path.name, pred.shape, pred.boxes_xyxy))
+            box_scores.append(pred.scores)
             progress(i + 1, len(files))
     if "coco" in formats:
         write_coco(args.out / "predictions_coco.json", coco_items, coco_scores)
+    if "boxes" in formats:
+        atomic_write_text(args.out / "boxes.json", json.dumps(boxes_coco(box_items, box_scores)))
     print(f"segmented {len(files)} image(s) into {args.out}")
     return 0
 

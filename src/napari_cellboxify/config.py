@@ -111,6 +111,13 @@ class DataConfig:
     rot90: bool = True
     crop_size: int | None = 384  # random crops bound the per-step cost on CPU; None trains on whole images
     min_box_size: float = 2.0  # boxes smaller than this (px, after crop) are dropped
+    # Self-training on unlabeled images: a COCO file of boxes a trained model found, each with its ``score``
+    # (``cellboxify predict --format boxes``), given to ``cellboxify train --pseudo-labels``. Confident boxes
+    # train as cells; the uncertain band becomes ignore regions, so that a cell the model was unsure of is not
+    # taught as background (missing labels would be).
+    pseudo_score_thresh: float = 0.7  # boxes scoring at least this are cells
+    pseudo_ignore_thresh: float = 0.3  # boxes scoring in [this, pseudo_score_thresh) are ignore regions
+    pseudo_fraction: float = 0.5  # share of training samples drawn from the pseudo-labeled images
 
 
 @dataclass
@@ -213,6 +220,9 @@ class CellBoxifyConfig:
             (lo.inv_smoothness > 0, "loss.inv_smoothness must be > 0"),
             (d.crop_size is None or d.crop_size >= 32, "data.crop_size must be None or >= 32"),
             (len(d.train_sizes) > 0, "data.train_sizes must not be empty"),
+            (0.0 <= d.pseudo_ignore_thresh <= d.pseudo_score_thresh <= 1.0,
+             "data.pseudo_ignore_thresh <= data.pseudo_score_thresh, both in [0, 1]"),
+            (0.0 < d.pseudo_fraction < 1.0, "data.pseudo_fraction must be in (0, 1)"),
             (t.steps > 0, "train.steps must be > 0"),
             (t.batch_size > 0, "train.batch_size must be > 0"),
             (t.lr > 0, "train.lr must be > 0"),

@@ -101,16 +101,25 @@ def write_measurements_csv(path: str | Path, labels: np.ndarray, intensity: np.n
     return Path(path)
 
 
-def boxes_coco(items: Sequence[tuple[str, tuple[int, int], np.ndarray]]) -> dict:
-    """COCO dict with boxes only: ``[(file_name, (H, W), boxes_xyxy (N, 4)), ...]``."""
+def boxes_coco(items: Sequence[tuple[str, tuple[int, int], np.ndarray]],
+               scores: Sequence[np.ndarray] | None = None) -> dict:
+    """COCO dict with boxes only: ``[(file_name, (H, W), boxes_xyxy (N, 4)), ...]``.
+
+    With ``scores`` (one array per image) each annotation carries its detection ``score``: predicted boxes to
+    review in napari, or pseudo-labels for training on unlabeled images (``data.pseudo_*`` in the config).
+    """
     coco = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "cell"}]}
     for i, (name, (h, w), boxes) in enumerate(items, start=1):
         coco["images"].append({"id": i, "file_name": name, "height": int(h), "width": int(w)})
-        for x1, y1, x2, y2 in np.asarray(boxes, dtype=float).reshape(-1, 4):
-            coco["annotations"].append({
+        image_scores = None if scores is None else np.asarray(scores[i - 1], dtype=float).reshape(-1)
+        for k, (x1, y1, x2, y2) in enumerate(np.asarray(boxes, dtype=float).reshape(-1, 4)):
+            ann = {
                 "id": len(coco["annotations"]) + 1, "image_id": i, "category_id": 1, "iscrowd": 0,
                 "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
-            })
+            }
+            if image_scores is not None:
+                ann["score"] = float(image_scores[k])
+            coco["annotations"].append(ann)
     return coco
 
 

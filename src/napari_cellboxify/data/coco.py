@@ -186,3 +186,48 @@ class CocoSource:
                 raise CocoError(f"{self.coco.path}: full-mask training needs a segmentation for every annotation")
             masks = np.moveaxis(mask_utils.decode(rles), -1, 0) if rles else np.zeros((0, h, w), np.uint8)
         return Sample(image, entry.boxes_xyxy.copy(), masks, entry.file_name)
+
+
+class PseudoLabelSource(CocoSource):
+    """Unlabeled images with the boxes a trained model found there (self-training).
+
+    Every annotation needs a ``score`` (``cellboxify predict --format boxes`` writes one). Boxes scoring at least
+    ``data.pseudo_score_thresh`` train as cells; those in ``[pseudo_ignore_thresh, pseudo_score_thresh)`` become
+    ignore regions; the rest are dropped (background). Images without a confident box are left out.
+    """
+
+    def __init__(self, coco: CocoFile, config: CellBoxifyConfig):
+        super().__init__(coco, config, with_masks=False)
+        d = config.data
+        score_of = {}
+        for ann in coco.data["annotations"]:
+            if not _is_number(ann.get("score")):
+                raise CocoError(f"{coco.path}: pseudo-labels need a numeric 'score' on every box "
+                                "(cellboxify predict --format boxes writes them)")
+            score_of[ann["id"]] = float(ann["score"])
+        self._split: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        kept = []
+        for entry in self.images:
+            scores = np.array([score_of[i] for i in entry.ann_ids], dtype=np.float32)
+            cells = entry.boxes_xyxy[scores >= d.pseudo_score_thresh]
+            unsure = entry.boxes_xyxy[(scores >= d.pseudo_ignore_thresh) & (scores < d.pseudo_score_thresh)]
+            if len(cells):
+                self._split[entry.file_name] = (cells, unsure)
+                kept.append(entry)
+        self.images = kept
+
+    def load(self, index: int) -> Sample:
+        entry = self.images[index]
+        cells, unsure = self._split[entry.file_name]
+        return Sample(self.image(index), cells.copy(), None, entry.file_name, ignore_xyxy=unsure.copy())
+
+
+def add_pseudo_labels(source, pseudo_json: str | Path, pseudo_images: str | Path, config: CellBoxifyConfig):
+    """``source`` mixed with pseudo-labeled images (``data.pseudo_fraction`` of the samples come from them)."""
+    from .dataset import MixedSource
+
+    pseudo = PseudoLabelSource(load_coco(pseudo_json, pseudo_images), config)
+    if len(pseudo) == 0:
+        raise CocoError(f"{pseudo_json}: no image has a box scoring >= data.pseudo_score_thresh "
+                        f"({config.data.pseudo_score_thresh})")
+    return MixedSource(source, pseudo, config.data.pseudo_fraction)

@@ -16,7 +16,7 @@ import torch
 
 from ..config import CellBoxifyConfig
 from .synthetic import synthetic_cells
-from .transforms import augment, normalize_image, to_model_input
+from .transforms import augment_with_ignore, normalize_image, to_model_input
 
 
 @dataclass
@@ -25,6 +25,9 @@ class Sample:
     boxes_xyxy: np.ndarray  # (N, 4) float32
     masks: np.ndarray | None = None  # (N, H, W) uint8, only for full-mask supervision
     name: str = ""
+    # (M, 4) XYXY regions that are neither cell nor background: uncertain pseudo-labels. Anchors and proposals
+    # overlapping them are left out of the detector's sampling instead of being taught "background".
+    ignore_xyxy: np.ndarray | None = None
 
 
 class Source(Protocol):
@@ -50,14 +53,48 @@ class SyntheticSource:
         return Sample(image, syn.boxes_xyxy, syn.masks() if self.with_masks else None, f"synthetic-{index}")
 
 
-def to_target(boxes_xyxy: np.ndarray, masks: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+def to_target(boxes_xyxy: np.ndarray, masks: np.ndarray | None = None,
+              ignore_xyxy: np.ndarray | None = None) -> dict[str, torch.Tensor]:
     target = {
         "boxes": torch.as_tensor(boxes_xyxy, dtype=torch.float32).reshape(-1, 4),
         "labels": torch.ones(len(boxes_xyxy), dtype=torch.int64),
     }
     if masks is not None:
         target["masks"] = torch.as_tensor(np.ascontiguousarray(masks), dtype=torch.uint8)
+    if ignore_xyxy is not None and len(ignore_xyxy):
+        target["ignore_boxes"] = torch.as_tensor(ignore_xyxy, dtype=torch.float32).reshape(-1, 4)
     return target
+
+
+class MixedSource:
+    """Two sources drawn at a fixed ratio: ``fraction`` of the samples come from ``extra`` (e.g. pseudo-labeled
+    images), the rest from ``main``. Implemented as repeats of each source's images, so ``StepBatches`` keeps
+    its epoch-permutation sampling (every image of a source is seen equally often)."""
+
+    def __init__(self, main: Source, extra: Source, fraction: float):
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"fraction of extra samples must be in (0, 1), got {fraction}")
+        n_main, n_extra = len(main), len(extra)
+        if n_main == 0 or n_extra == 0:
+            raise ValueError("both sources need at least one image")
+        # repeats r_m, r_e with r_e*n_extra / (r_m*n_main + r_e*n_extra) close to fraction (smallest integers)
+        want = fraction / (1.0 - fraction) * n_main / n_extra  # r_e / r_m
+        self.repeat_main, self.repeat_extra = (1, max(1, round(want))) if want >= 1 else (max(1, round(1 / want)), 1)
+        self.main, self.extra = main, extra
+
+    @property
+    def extra_fraction(self) -> float:
+        e = self.repeat_extra * len(self.extra)
+        return e / (e + self.repeat_main * len(self.main))
+
+    def __len__(self) -> int:
+        return self.repeat_main * len(self.main) + self.repeat_extra * len(self.extra)
+
+    def load(self, index: int) -> Sample:
+        n_main = self.repeat_main * len(self.main)
+        if index < n_main:
+            return self.main.load(index % len(self.main))
+        return self.extra.load((index - n_main) % len(self.extra))
 
 
 class StepBatches(torch.utils.data.Dataset):
@@ -89,8 +126,10 @@ class StepBatches(torch.utils.data.Dataset):
             g = (step * self.world_size + self.rank) * b + j
             sample = self.source.load(self.sample_index(g))
             rng = np.random.default_rng([self.config.train.seed, g, 1])
-            image, boxes, masks = augment(sample.image, sample.boxes_xyxy, sample.masks, rng, self.config.data)
-            batch.append((to_model_input(image), to_target(boxes, masks)))
+            image, boxes, masks, ignore = augment_with_ignore(
+                sample.image, sample.boxes_xyxy, sample.ignore_xyxy, sample.masks, rng, self.config.data
+            )
+            batch.append((to_model_input(image), to_target(boxes, masks, ignore)))
         return batch
 
 

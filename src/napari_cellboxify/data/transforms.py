@@ -146,7 +146,22 @@ def drop_small(boxes, masks, min_size: float):
 
 def augment(image, boxes, masks, rng: np.random.Generator, config: DataConfig):
     """The full training augmentation: zoom + crop, flips, rotations; boxes smaller than min_box_size dropped."""
-    image, boxes, masks = random_scale_crop(image, boxes.astype(np.float32), masks, rng, config)
-    image, boxes, masks = flip_rotate(image, boxes, masks, rng, config)
-    boxes, masks, _ = drop_small(boxes, masks, config.min_box_size)
+    image, boxes, masks, _ = augment_with_ignore(image, boxes, None, masks, rng, config)
     return image, boxes, masks
+
+
+def augment_with_ignore(image, boxes, ignore, masks, rng: np.random.Generator, config: DataConfig):
+    """``augment`` that also carries ignore regions (M, 4) XYXY through the same zoom, crop, flips and rotations.
+
+    Returns (image, boxes, masks, ignore); ``ignore`` is (0, 4) when none was given. The random draws are the
+    same as ``augment``'s, so a sample without ignore regions gets the identical crop either way.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    ignore = np.zeros((0, 4), np.float32) if ignore is None else np.asarray(ignore, dtype=np.float32).reshape(-1, 4)
+    n = len(boxes)
+    both = np.concatenate([boxes, ignore])  # one array, so every geometric step moves both sets alike
+    image, both, masks = random_scale_crop(image, both, masks, rng, config)
+    image, both, masks = flip_rotate(image, both, masks, rng, config)
+    boxes, masks, _ = drop_small(both[:n], masks, config.min_box_size)
+    ignore, _, _ = drop_small(both[n:], None, config.min_box_size)
+    return image, boxes, masks, ignore

@@ -17,6 +17,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from ..config import CellBoxifyConfig
 from .polygon_head import PolygonHead
+from .ignore import IgnoreAwareRPN
 from .roi_heads import PolygonRoIHeads
 from .transform import CellTransform
 
@@ -117,6 +118,7 @@ class CellBoxify(FasterRCNN):
             res = self.roi_heads.box_roi_pool.output_size[0]
             self.roi_heads.box_head = TwoMLPHead(backbone.out_channels * res**2, m.representation_size)
             self.roi_heads.box_predictor = FastRCNNPredictor(m.representation_size, 2)
+        self.rpn = IgnoreAwareRPN.like(self.rpn)  # same RPN; uncertain pseudo-labels stay out of its sampling
         old = self.roi_heads
         self.roi_heads = PolygonRoIHeads(
             old.box_roi_pool,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
+from torchvision.models.detection.roi_heads import fastrcnn_loss
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 
 from ..config import LossConfig
@@ -19,10 +19,11 @@ from ..losses.pairwise import global_pairwise_loss, local_pairwise_loss
 from ..losses.rasterize import pad_boxes, polygons_to_box_frame, soft_rasterize_logits
 from ..losses.fill import fill_prior_loss
 from ..losses.unary import unary_loss
+from .ignore import IgnoreAwareRoIHeads
 from .polygon_head import PolygonHead, box_to_image
 
 
-class PolygonRoIHeads(RoIHeads):
+class PolygonRoIHeads(IgnoreAwareRoIHeads):
     def __init__(
         self,
         *args,

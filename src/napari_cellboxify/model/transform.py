@@ -29,6 +29,8 @@ class CellTransform(GeneralizedRCNNTransform):
         image = F.interpolate(image[None], scale_factor=self.image_scale, mode="bilinear", align_corners=False)[0]
         if target is not None:
             target["boxes"] = resize_boxes(target["boxes"], (h, w), image.shape[-2:])
+            if "ignore_boxes" in target:
+                target["ignore_boxes"] = resize_boxes(target["ignore_boxes"], (h, w), image.shape[-2:])
             if "masks" in target:
                 masks = target["masks"][:, None].float()
                 target["masks"] = F.interpolate(masks, size=image.shape[-2:], mode="nearest")[:, 0].byte()
