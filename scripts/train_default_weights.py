@@ -11,6 +11,11 @@ itself after ``--minutes`` with a resumable checkpoint, so a long schedule runs 
     python scripts/train_default_weights.py --config configs/livecell_cpu.yaml --init runs/finetune/model.pt \
         --steps 300 --eval-every 50 --set train.trainable=polygon_head --set train.reset_polygon_head=true \
         --out runs/masks                          # a fresh mask branch on that fixed detector (weights/README.md)
+    cellboxify predict ../shared/data/livecell-unlabeled/images --out runs/pseudo --format boxes \
+        --score-threshold 0.05 --weights runs/masks/model.pt
+    python scripts/train_default_weights.py --config configs/livecell_cpu.yaml --init runs/finetune/model.pt \
+        --steps 1500 --pseudo-labels runs/pseudo/boxes.json --pseudo-images ../shared/data/livecell-unlabeled/images \
+        --out runs/self                           # self-training with those boxes (then a fresh mask branch again)
 
 Writes into --out: last.pt / model.pt (Trainer), val_log.jsonl (one line per evaluation), best.pt (the weights
 with the highest val segm AP so far, its step and metrics inside).

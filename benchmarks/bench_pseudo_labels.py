@@ -1,0 +1,85 @@
+"""How good are a model's boxes as pseudo-labels? Precision and recall of its detections per score threshold.
+
+Self-training (``cellboxify train --pseudo-labels``) takes boxes scoring >= ``data.pseudo_score_thresh`` as
+cells and those down to ``data.pseudo_ignore_thresh`` as ignore regions. This measures, on images with GT boxes,
+what each threshold gives: the share of kept boxes that lie on a cell (IoU >= 0.5 with some GT box), the share
+of cells found that way, and the share of cells a kept box touches at all (IoU >= 0.3: the cells an ignore
+region keeps from being taught as background). Choose the thresholds on ``train``; ``val`` is shown beside it.
+
+    python benchmarks/bench_pseudo_labels.py [--weights W]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import REPO, shown, write_section  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data" / "livecell-mini"
+THRESHOLDS = (0.3, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def threshold_table(predictor, coco, thresholds=THRESHOLDS) -> list[dict]:
+    """One row per threshold: boxes kept, precision@0.5, recall@0.5, cells touched@0.3 (all detections pooled)."""
+    import torch
+    from torchvision.ops import box_iou
+
+    from napari_cellboxify.data.images import read_image
+
+    pooled = []  # (scores, best IoU of each detection with a GT box, IoU matrix det x GT) per image
+    n_cells = 0
+    for entry in coco.images:
+        pred = predictor.segment_image(read_image(entry.path), score_threshold=min(thresholds))
+        gt = torch.from_numpy(entry.boxes_xyxy)
+        iou = box_iou(torch.from_numpy(pred.boxes_xyxy), gt) if len(pred) and len(gt) else torch.zeros(len(pred), len(gt))
+        pooled.append((pred.scores, iou))
+        n_cells += len(gt)
+    rows = []
+    for t in thresholds:
+        kept = hit = found = touched = 0
+        for scores, iou in pooled:
+            sel = iou[torch.from_numpy(scores >= t)]
+            kept += len(sel)
+            if len(sel) and sel.shape[1]:
+                hit += int((sel.max(1).values >= 0.5).sum())
+                found += int((sel.max(0).values >= 0.5).sum())
+                touched += int((sel.max(0).values >= 0.3).sum())
+        rows.append({"threshold": t, "boxes": kept, "precision": hit / max(1, kept), "recall": found / max(1, n_cells),
+                     "touched": touched / max(1, n_cells), "cells": n_cells})
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", type=Path, help="weights (default: the shipped weights)")
+    parser.add_argument("--data", type=Path, default=DATA, help="folder with train/ and val/")
+    args = parser.parse_args(argv)
+    if not (args.data / "train" / "annotations.json").exists():
+        print(f"skipped: {args.data} not found (see ../shared/data/README.md)")
+        return 0
+    from napari_cellboxify.data.coco import load_coco
+    from napari_cellboxify.predict import Predictor
+
+    predictor = Predictor.from_weights(args.weights, device="auto")
+    lines = ["| split | score ≥ | boxes | precision (IoU ≥ 0.5) | cells found (IoU ≥ 0.5) | cells touched (IoU ≥ 0.3) |",
+             "|---|---|---|---|---|---|"]
+    for split in ("train", "val"):
+        coco = load_coco(args.data / split / "annotations.json", args.data / split / "images")
+        for r in threshold_table(predictor, coco):
+            lines.append(f"| {split} ({r['cells']} cells) | {r['threshold']:.1f} | {r['boxes']} | {r['precision']:.3f} "
+                         f"| {r['recall']:.3f} | {r['touched']:.3f} |")
+    weights = shown(args.weights) if args.weights else "the shipped default weights"
+    body = (f"Detections of {weights} on livecell-mini, pooled over each split's images; a detection counts as "
+            "precise when it overlaps some GT box by IoU ≥ 0.5, a cell as found when some kept box does.\n\n"
+            + "\n".join(lines))
+    write_section("Pseudo-label quality per score threshold", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
