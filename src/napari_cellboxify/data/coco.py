@@ -205,21 +205,21 @@ class PseudoLabelSource(CocoSource):
                 raise CocoError(f"{coco.path}: pseudo-labels need a numeric 'score' on every box "
                                 "(cellboxify predict --format boxes writes them)")
             score_of[ann["id"]] = float(ann["score"])
-        self._split: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._split: list[tuple[np.ndarray, np.ndarray]] = []  # (cells, ignore regions), aligned with images
         kept = []
         for entry in self.images:
             scores = np.array([score_of[i] for i in entry.ann_ids], dtype=np.float32)
             cells = entry.boxes_xyxy[scores >= d.pseudo_score_thresh]
             unsure = entry.boxes_xyxy[(scores >= d.pseudo_ignore_thresh) & (scores < d.pseudo_score_thresh)]
             if len(cells):
-                self._split[entry.file_name] = (cells, unsure)
+                self._split.append((cells, unsure))
                 kept.append(entry)
         self.images = kept
 
     def load(self, index: int) -> Sample:
-        entry = self.images[index]
-        cells, unsure = self._split[entry.file_name]
-        return Sample(self.image(index), cells.copy(), None, entry.file_name, ignore_xyxy=unsure.copy())
+        cells, unsure = self._split[index]
+        name = self.images[index].file_name
+        return Sample(self.image(index), cells.copy(), None, name, ignore_xyxy=unsure.copy())
 
 
 def add_pseudo_labels(source, pseudo_json: str | Path, pseudo_images: str | Path, config: CellBoxifyConfig):
