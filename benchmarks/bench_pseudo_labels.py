@@ -15,7 +15,6 @@ import argparse
 import sys
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import REPO, shown, write_section  # noqa: E402
 
