@@ -29,7 +29,7 @@ def threshold_table(predictor, coco, thresholds=THRESHOLDS) -> list[dict]:
 
     from napari_cellboxify.data.images import read_image
 
-    pooled = []  # (scores, best IoU of each detection with a GT box, IoU matrix det x GT) per image
+    pooled = []  # per image: (detection scores, IoU matrix detections x GT boxes)
     n_cells = 0
     for entry in coco.images:
         pred = predictor.segment_image(read_image(entry.path), score_threshold=min(thresholds))
