@@ -137,8 +137,10 @@ def main(argv=None) -> int:
             lines += ["", f"time grows as x^{_growth(x, seconds):.2f} in "
                       f"{'cells' if kind == 'cells' else 'pixels'} (log-log slope; 1 = linear), {cost}; peak RSS "
                       f"as x^{_growth(x, [r['peak_rss_mb'] for r in sel]):.2f}.", ""]
-    _plot(rows, HERE / "scaling.png")
-    lines.append("Plot: [scaling.png](scaling.png)")
+    # One plot per device, so that the GPU run leaves the CPU figure in place.
+    png = "scaling.png" if args.device == "cpu" else f"scaling_{args.device}.png"
+    _plot(rows, HERE / png)
+    lines.append(f"Plot: [{png}]({png})")
     write_section(f"Scaling ({args.backbone}, {args.device})", "\n".join(lines))
     return 0
 
@@ -162,7 +164,10 @@ def _plot(rows, path: Path) -> None:
         ax.set_yscale("log")
         twin = ax.twinx()
         twin.plot(x, [r["peak_rss_mb"] for r in sel], "s--", color="tab:red", label="peak RSS MB")
-        twin.set_ylabel("peak RSS (MB)", color="tab:red")
+        if all(r["peak_gpu_mb"] is not None for r in sel):
+            twin.plot(x, [r["peak_gpu_mb"] for r in sel], "^:", color="tab:green", label="peak GPU MB")
+            twin.legend(loc="upper left")
+        twin.set_ylabel("peak memory (MB)", color="tab:red")
         twin.set_ylim(bottom=0)  # from zero: a free axis turns 5 % noise into a zigzag
         ax.set_title("N boxes on one 1408x1040 image" if kind == "cells" else "square image, tiled 704/64")
     fig.tight_layout()
