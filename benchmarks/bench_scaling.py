@@ -162,6 +162,9 @@ def _plot(rows, path: Path) -> None:
         ax.set_ylabel("seconds")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        lo, hi = min(r["seconds"] for r in sel), max(r["seconds"] for r in sel)
+        if hi < 3 * lo:  # a flat curve: show at least a decade, so that 10 % noise does not read as a zigzag
+            ax.set_ylim(lo / 3, hi * 3)
         twin = ax.twinx()
         twin.plot(x, [r["peak_rss_mb"] for r in sel], "s--", color="tab:red", label="peak RSS MB")
         if all(r["peak_gpu_mb"] is not None for r in sel):
