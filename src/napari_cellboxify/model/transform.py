@@ -14,6 +14,7 @@ from torch import Tensor
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 
 from ..geometry import polygons_to_masks
+from .paste import polygons_to_masks_torch
 
 
 class CellTransform(GeneralizedRCNNTransform):
@@ -46,7 +47,10 @@ class CellTransform(GeneralizedRCNNTransform):
             )
             pred["polygons"] = pred["polygons"] * ratio
             if self.paste_masks:
-                polys = pred["polygons"].detach().float().cpu().numpy()
-                masks = polygons_to_masks(polys, (int(o_im_s[0]), int(o_im_s[1])))
-                pred["masks"] = torch.from_numpy(np.ascontiguousarray(masks[:, None])).to(pred["boxes"].device)
+                size = (int(o_im_s[0]), int(o_im_s[1]))
+                if pred["polygons"].device.type == "cpu":  # scikit-image's C fill is the faster one on a CPU
+                    masks = polygons_to_masks(pred["polygons"].detach().float().numpy(), size)
+                    pred["masks"] = torch.from_numpy(np.ascontiguousarray(masks[:, None]))
+                else:  # on the GPU: no host round trip of an (N, H, W) array (benchmarks/RESULTS.md, speed)
+                    pred["masks"] = polygons_to_masks_torch(pred["polygons"].detach(), size)[:, None]
         return result
