@@ -11,53 +11,27 @@ did before, and still does on a CPU). Random weights, score threshold 0, detecti
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import write_section  # noqa: E402
 
-from napari_cellboxify.config import CellBoxifyConfig  # noqa: E402
-from napari_cellboxify.data.coco import CocoSource, load_coco  # noqa: E402
+from bench_speed import speed_setup  # noqa: E402
+
 from napari_cellboxify.data.transforms import to_model_input  # noqa: E402
 from napari_cellboxify.geometry import polygons_to_masks  # noqa: E402
 from napari_cellboxify.model import build_model  # noqa: E402
 from napari_cellboxify.model.paste import polygons_to_masks_torch  # noqa: E402
 
-VAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "livecell-mini" / "val"
-
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--backbone", default="resnet50")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
-    if not (VAL / "annotations.json").exists():
-        sys.exit(f"LIVECell mini data not found at {VAL}")
-    device = torch.device(args.device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    torch.manual_seed(0)
-
-    config = CellBoxifyConfig()
-    config.model.backbone = args.backbone
-    config.model.pretrained_backbone = False
-    coco = load_coco(VAL / "annotations.json", VAL / "images")
-    counts = [len(im.boxes_xyxy) for im in coco.images]
-    index = int(np.argmin([abs(c - 300) for c in counts]))  # the same image as bench_speed.py
-    n_cells = counts[index]
-    config.model.box_score_thresh = 0.0
-    config.model.detections_per_img = n_cells
-    source = CocoSource(coco, config, with_masks=False)
-    source.images = coco.images
-    sample = source.load(index)
+    args, device, sync, config, image_name, sample = speed_setup(default_repeats=5)
     image = to_model_input(sample.image).to(device)
     shape = tuple(sample.image.shape[:2])
 
@@ -124,7 +98,7 @@ def main() -> None:
     med["box head (pool, MLP, NMS)"] = med.pop("RoI heads") - med["polygon RoI pooling"] - med["polygon refinement"]
     total = statistics.median(totals)
     lines = [
-        f"Image `{coco.images[index].file_name}` ({shape[1]}x{shape[0]}, {len(polys)} detections), random-weight "
+        f"Image `{image_name}` ({shape[1]}x{shape[0]}, {len(polys)} detections), random-weight "
         f"{args.backbone}-FPN CellBoxify on {device.type}{' (AMP)' if device.type == 'cuda' else ''}, median of "
         f"{args.repeats} runs after one warm-up; stages timed with synchronising hooks.",
         "",

@@ -62,10 +62,15 @@ def timed(fn, repeats: int, sync) -> list[float]:
     return out
 
 
-def main() -> None:
+def speed_setup(default_repeats: int):
+    """Arguments, device and the image shared by the speed benchmarks (this one and bench_inference_stages.py):
+    the val image closest to 300 cells, with a config whose detection cap is its cell count and score threshold 0.
+
+    Returns (args, device, sync, config, file name, sample).
+    """
     parser = argparse.ArgumentParser()
     parser.add_argument("--backbone", default="resnet50")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=default_repeats)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     if not (VAL / "annotations.json").exists():
@@ -80,12 +85,16 @@ def main() -> None:
     coco = load_coco(VAL / "annotations.json", VAL / "images")
     counts = [len(im.boxes_xyxy) for im in coco.images]
     index = int(np.argmin([abs(c - 300) for c in counts]))  # the image closest to 300 cells
-    n_cells = counts[index]
     config.model.box_score_thresh = 0.0
-    config.model.detections_per_img = n_cells
+    config.model.detections_per_img = counts[index]
     source = CocoSource(coco, config, with_masks=True)
     source.images = coco.images  # keep the file's order
-    sample = source.load(index)
+    return args, device, sync, config, coco.images[index].file_name, source.load(index)
+
+
+def main() -> None:
+    args, device, sync, config, name, sample = speed_setup(default_repeats=3)
+    n_cells = config.model.detections_per_img
     image = to_model_input(sample.image).to(device)
     target = {k: v.to(device) for k, v in to_target(sample.boxes_xyxy, sample.masks).items()}
     box_target = {k: v for k, v in target.items() if k != "masks"}
@@ -118,7 +127,6 @@ def main() -> None:
     t_stock_tr = timed(train(stock, target), args.repeats, sync)
     rows.append(("one training step (ours box-only, stock full masks)", t_ours_tr, t_stock_tr))
 
-    name = coco.images[index].file_name
     lines = [
         f"Image `{name}` ({sample.image.shape[1]}x{sample.image.shape[0]}, {n_cells} annotated cells, "
         f"{n_cells} detections from both models), backbone {args.backbone}-FPN, device {device.type}"

@@ -51,6 +51,6 @@ class CellTransform(GeneralizedRCNNTransform):
                 if pred["polygons"].device.type == "cpu":  # scikit-image's C fill is the faster one on a CPU
                     masks = polygons_to_masks(pred["polygons"].detach().float().numpy(), size)
                     pred["masks"] = torch.from_numpy(np.ascontiguousarray(masks[:, None]))
-                else:  # on the GPU: no host round trip of an (N, H, W) array (benchmarks/RESULTS.md, speed)
+                else:  # on a GPU: no host round trip of an (N, H, W) array (bench_inference_stages.py times both)
                     pred["masks"] = polygons_to_masks_torch(pred["polygons"].detach(), size)[:, None]
         return result
