@@ -6,6 +6,7 @@ import datetime
 import os
 import platform
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def machine() -> str:
 
 def write_section(name: str, body: str) -> None:
     text = RESULTS.read_text() if RESULTS.exists() else HEADER
-    command = "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
+    command = "python " + shlex.join([os.path.relpath(sys.argv[0])] + sys.argv[1:])  # quoted: a copy-paste runs it
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     section = (f"<!-- {name} -->\n## {name}\n\n- command: `{command}`\n- machine: {machine()}\n- date: {stamp}\n\n"
                f"{body.strip()}\n<!-- /{name} -->\n")

@@ -79,6 +79,9 @@ def main() -> None:
                         help="more run folders (with model.pt) or weights files to evaluate into the same table, "
                              "e.g. the default weights")
     parser.add_argument("--note", default="", help="a line written under the table (how the extra runs trained)")
+    parser.add_argument("--section", default=None,
+                        help="RESULTS.md section to write (default: named after --init), so that a comparison of "
+                             "other runs does not replace an earlier one")
     args = parser.parse_args()
     if not (DATA / "train" / "annotations.json").exists():
         sys.exit(f"LIVECell mini data not found at {DATA}")
@@ -117,7 +120,8 @@ def main() -> None:
             for cell in per_type:
                 lines.append(f"| {cell} | " + " | ".join(f"{r['per_cell_type'][cell]['segm_AP']:.2f}"
                                                         for r in results.values()) + " |")
-    title = "Quality on livecell-mini (box-only vs full-mask" + (", same start weights)" if args.init else ")")
+    title = args.section or "Quality on livecell-mini (box-only vs full-mask" + (
+        ", same start weights)" if args.init else ")")
     write_section(title, "\n".join(lines))
 
 
