@@ -35,14 +35,14 @@ def polygons_to_masks_torch(polygons_xy: Tensor, shape: tuple[int, int]) -> Tens
     # Sort by window area so that a chunk pads its windows to similar sizes (one large cell does not make every
     # window in the image large).
     order = torch.argsort(size[:, 0] * size[:, 1])
-    sizes = size[order].cpu()
+    sizes = size[order].tolist()  # one device->host copy; the chunking below is plain Python on these ints
     start = 0
     while start < n:
-        wb, hb = max(int(sizes[start, 0]), 1), max(int(sizes[start, 1]), 1)
+        wb, hb = max(sizes[start][0], 1), max(sizes[start][1], 1)
         stop = start + 1
         # Grow the chunk while the padded grid stays within budget; windows only grow along `order`.
         while stop < n:
-            wn, hn = max(wb, int(sizes[stop, 0])), max(hb, int(sizes[stop, 1]))
+            wn, hn = max(wb, sizes[stop][0]), max(hb, sizes[stop][1])
             if (stop + 1 - start) * wn * hn > _CHUNK_ELEMENTS:
                 break
             wb, hb, stop = wn, hn, stop + 1
