@@ -1,0 +1,115 @@
+"""Where the detector fails: recall at strict overlaps, box size bias and score ranking, per LIVECell image.
+
+COCO AP averages over IoU 0.50-0.95, so a model can find most cells (AP50) and still score low (AP) when its
+boxes are loose. Per image of livecell-mini this reports, from the detections a model keeps (score >= 0.05):
+
+- recall at IoU 0.5 / 0.75 / 0.9: the share of cells that *some* detection overlaps that well, at any score
+  (what better scores alone could recover is bounded by it);
+- the median IoU of each cell's best detection;
+- width and height of the top-scored detection on each cell (IoU >= 0.3) relative to the cell's box: < 1 means
+  the boxes are too small;
+- the rank correlation of score and IoU over all detections.
+
+Then, over each split, AP as it is and with every score replaced by the detection's best box IoU with a GT box:
+an upper bound on what any rescoring (e.g. a learned localisation-quality head) could add.
+
+    python benchmarks/bench_errors.py [--weights W]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import REPO, shown, write_section  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data" / "livecell-mini"
+RECALL_IOUS = (0.5, 0.75, 0.9)
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rho (no tie correction: scores and IoUs are continuous)."""
+    if len(a) < 2:
+        return float("nan")
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def image_errors(boxes: np.ndarray, scores: np.ndarray, gt: np.ndarray) -> dict:
+    """Error figures of one image's detections (XYXY ``boxes``, ``scores``) against its GT boxes ``gt``."""
+    import torch
+    from torchvision.ops import box_iou
+
+    if len(gt) == 0:
+        return {"cells": 0}
+    if len(boxes) == 0:
+        return {"cells": len(gt), "detections": 0, **{f"recall{t}": 0.0 for t in RECALL_IOUS}, "median_best_iou": 0.0,
+                "width_ratio": float("nan"), "height_ratio": float("nan"), "best_iou_per_detection": np.zeros(0)}
+    iou = box_iou(torch.as_tensor(boxes, dtype=torch.float64), torch.as_tensor(gt, dtype=torch.float64)).numpy()
+    best_per_cell = iou.max(0)
+    ratios = []
+    for j in range(len(gt)):
+        cand = np.flatnonzero(iou[:, j] >= 0.3)
+        if len(cand):
+            i = cand[np.argmax(scores[cand])]
+            size_d, size_g = boxes[i, 2:] - boxes[i, :2], gt[j, 2:] - gt[j, :2]
+            ratios.append(size_d / size_g)
+    ratios = np.array(ratios) if ratios else np.full((1, 2), np.nan)
+    return {
+        "cells": len(gt), "detections": len(boxes),
+        **{f"recall{t}": float((best_per_cell >= t).mean()) for t in RECALL_IOUS},
+        "median_best_iou": float(np.median(best_per_cell)),
+        "width_ratio": float(np.median(ratios[:, 0])), "height_ratio": float(np.median(ratios[:, 1])),
+        "best_iou_per_detection": iou.max(1),
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", type=Path, help="weights (default: the shipped weights)")
+    parser.add_argument("--data", type=Path, default=DATA, help="folder with train/ and val/")
+    args = parser.parse_args(argv)
+    if not (args.data / "train" / "annotations.json").exists():
+        print(f"skipped: {args.data} not found (see ../shared/data/README.md)")
+        return 0
+    from napari_cellboxify.data.coco import load_coco
+    from napari_cellboxify.data.images import read_image
+    from napari_cellboxify.evaluate import cell_type, evaluate_detections, prediction_to_coco
+    from napari_cellboxify.predict import Predictor
+
+    predictor = Predictor.from_weights(args.weights, device="auto")
+    rows = ["| split | image (cell type) | cells | detections | recall IoU ≥ 0.5 / 0.75 / 0.9 | median best IoU "
+            "| width / height of top match | score-IoU rank corr. |", "|---|---|---|---|---|---|---|---|"]
+    totals = ["| split | bbox AP | segm AP | bbox AP, scores = box IoU | segm AP, scores = box IoU |", "|---|---|---|---|---|"]
+    for split in ("train", "val"):
+        coco = load_coco(args.data / split / "annotations.json", args.data / split / "images")
+        detections, rescored = [], []
+        for entry in coco.images:
+            pred = predictor.segment_image(read_image(entry.path), score_threshold=0.05)
+            e = image_errors(pred.boxes_xyxy, pred.scores, entry.boxes_xyxy)
+            found = " / ".join(f"{e[f'recall{t}']:.2f}" for t in RECALL_IOUS)
+            rows.append(f"| {split} | {Path(entry.file_name).stem} ({cell_type(entry.file_name)}) | {e['cells']} "
+                        f"| {e['detections']} | {found} | {e['median_best_iou']:.2f} "
+                        f"| {e['width_ratio']:.2f} / {e['height_ratio']:.2f} "
+                        f"| {rank_correlation(pred.scores, e['best_iou_per_detection']):.2f} |")
+            coco_dets = prediction_to_coco(pred, entry.id)
+            detections += coco_dets
+            rescored += [dict(d, score=float(v)) for d, v in zip(coco_dets, e["best_iou_per_detection"])]
+        now, bound = evaluate_detections(coco, detections), evaluate_detections(coco, rescored)
+        totals.append(f"| {split} | {now['bbox']['AP']:.2f} | {now['segm']['AP']:.2f} | {bound['bbox']['AP']:.2f} "
+                      f"| {bound['segm']['AP']:.2f} |")
+    weights = shown(args.weights) if args.weights else "the shipped default weights"
+    body = (f"Detections of {weights} (score ≥ 0.05) on livecell-mini, one row per image; IoU is box IoU.\n\n"
+            + "\n".join(rows) + "\n\nAP as it is, and with each detection's score replaced by its best box IoU "
+            "with a GT box (an upper bound for rescoring; it needs the GT, so it is not a model):\n\n"
+            + "\n".join(totals))
+    write_section("Where the detector fails", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
