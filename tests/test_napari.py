@@ -75,6 +75,20 @@ def test_full_flow_draw_finetune_segment_correct_export(widget, qtbot, tmp_path)
     assert (export / "cells_cells.csv").read_text().startswith("label,area")
 
 
+def test_fine_tuning_a_partly_boxed_image_says_where_it_trains(widget, qtbot):
+    viewer, w = widget
+    syn = synthetic_cells((192, 192), 14, seed=6)
+    viewer.add_image(syn.image, name="cells")
+    corner = syn.boxes_xyxy[(syn.boxes_xyxy[:, 2] < 90) & (syn.boxes_xyxy[:, 3] < 90)]
+    assert len(corner)
+    w.new_boxes_layer().add_rectangles(boxes_to_rectangles(corner))
+    w.steps_spin.setValue(1)
+    w.fine_tune()
+    assert "inside the rectangle around your boxes" in w.loss_label.text()
+    _wait_training(qtbot, w)
+    assert w.predictor is not None
+
+
 def test_cancel_during_training_keeps_the_last_checkpoint(widget, qtbot, tmp_path):
     viewer, w = widget
     syn = synthetic_cells((128, 128), 8, seed=4)

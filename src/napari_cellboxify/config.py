@@ -111,6 +111,10 @@ class DataConfig:
     rot90: bool = True
     crop_size: int | None = 384  # random crops bound the per-step cost on CPU; None trains on whole images
     min_box_size: float = 2.0  # boxes smaller than this (px, after crop) are dropped
+    # "boxes": each labelled image trains only inside the rectangle that holds its boxes (plus half a median box
+    # side), so that the unboxed rest of a partly annotated image is not taught as background
+    # (data/annotated_area.py). "image": the whole image, for files that box every cell everywhere.
+    annotated_area: str = "boxes"
     # Self-training on unlabeled images: a COCO file of boxes a trained model found, each with its ``score``
     # (``cellboxify predict --format boxes``), given to ``cellboxify train --pseudo-labels``. Confident boxes
     # train as cells; the uncertain band becomes ignore regions, so that a cell the model was unsure of is not
@@ -219,6 +223,7 @@ class CellBoxifyConfig:
             (0 <= lo.min_fill < 1, "loss.min_fill must be in [0, 1)"),
             (lo.inv_smoothness > 0, "loss.inv_smoothness must be > 0"),
             (d.crop_size is None or d.crop_size >= 32, "data.crop_size must be None or >= 32"),
+            (d.annotated_area in ("boxes", "image"), "data.annotated_area must be boxes or image"),
             (len(d.train_sizes) > 0, "data.train_sizes must not be empty"),
             (0.0 <= d.pseudo_ignore_thresh <= d.pseudo_score_thresh <= 1.0,
              "data.pseudo_ignore_thresh <= data.pseudo_score_thresh, both in [0, 1]"),
@@ -334,6 +339,8 @@ def fine_tune_config(trained: CellBoxifyConfig) -> CellBoxifyConfig:
     """
     stored = trained.to_dict()
     config = CellBoxifyConfig.from_dict({"model": stored["model"], "data": stored["data"]})
+    # Which part of an image is annotated describes the new boxes, not the weights' training data.
+    config.data.annotated_area = DataConfig.annotated_area
     config.validate()
     return config
 

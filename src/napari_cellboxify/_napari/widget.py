@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
 
 from ..checkpoint import load_model
 from ..config import CellBoxifyConfig, fine_tune_config, small_cpu_config
+from ..data.annotated_area import area_fraction
 from ..export import write_coco, write_label_tiff, write_measurements_csv, write_training_project
 from ..geometry import labels_to_boxes
 from ..predict import Predictor
@@ -420,7 +421,12 @@ class CellBoxifyWidget(QWidget):
             return result, model
 
         self.loss_plot.clear()
-        self.loss_label.setText(f"writing {n_boxes} boxes to {project}; training {steps} steps…")
+        where = ""
+        if config.data.annotated_area == "boxes":
+            share = area_fraction([(boxes, im.shape[:2]) for _, im, boxes in items])
+            if share < 0.995:  # say so: an unboxed cell inside that rectangle is still taught as background
+                where = f" inside the rectangle around your boxes ({100 * share:.0f}% of the image; box every cell in it)"
+        self.loss_label.setText(f"writing {n_boxes} boxes to {project}; training {steps} steps{where}…")
         worker = create_worker(work, _progress={"total": steps, "desc": "CellBoxify: fine-tuning"})
         worker.yielded.connect(self._on_step)
         worker.returned.connect(self._on_trained)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..config import CellBoxifyConfig
+from .annotated_area import annotated_area, crop_to_area
 from .dataset import Sample
 from .images import read_image
 from .transforms import normalize_image
@@ -185,7 +186,10 @@ class CocoSource:
             if any(r is None for r in rles):
                 raise CocoError(f"{self.coco.path}: full-mask training needs a segmentation for every annotation")
             masks = np.moveaxis(mask_utils.decode(rles), -1, 0) if rles else np.zeros((0, h, w), np.uint8)
-        return Sample(image, entry.boxes_xyxy.copy(), masks, entry.file_name)
+        boxes = entry.boxes_xyxy.copy()
+        if self.config.data.annotated_area == "boxes":
+            image, boxes, masks = crop_to_area(image, boxes, masks, annotated_area(boxes, image.shape))
+        return Sample(image, boxes, masks, entry.file_name)
 
 
 class PseudoLabelSource(CocoSource):

@@ -1,0 +1,116 @@
+"""Fine-tuning on a partly boxed image: what unboxed cells cost, and what training inside the boxed area gives.
+
+A biologist boxes a few dozen cells in one part of an image and fine-tunes (the panel's *Fine-tune*). Every
+pixel no box covers is background to a box-supervised detector, so the unboxed cells elsewhere in the image are
+taught as background unless training stays inside the annotated area (``data.annotated_area = "boxes"``, the
+default; ``data/annotated_area.py``). Three fine-tunes from the default weights with the panel's settings (same
+seed, steps, crops), on one livecell-mini *train* image:
+
+- all cells boxed, whole image (the reference a complete annotation gives);
+- only the cells whose centre lies in the top-left quarter boxed, whole image (``annotated_area = "image"``:
+  the other three quarters teach their cells as background);
+- the same quarter's boxes, training inside their rectangle (``annotated_area = "boxes"``).
+
+Each is scored on livecell-mini *val* (all five images, and the one image of the same cell type).
+
+    python benchmarks/bench_partial_boxes.py [--image A172_Phase_C7_1_00d20h00m_4.tif] [--steps 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import REPO, write_section  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data" / "livecell-mini"
+
+
+def quarter_boxes(boxes_xyxy: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The boxes whose centre lies in the top-left quarter of an image of ``shape`` (H, W)."""
+    h, w = shape
+    cx = (boxes_xyxy[:, 0] + boxes_xyxy[:, 2]) / 2
+    cy = (boxes_xyxy[:, 1] + boxes_xyxy[:, 3]) / 2
+    return boxes_xyxy[(cx < w / 2) & (cy < h / 2)]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image", default="A172_Phase_C7_1_00d20h00m_4.tif", help="a livecell-mini train image")
+    parser.add_argument("--steps", type=int, default=200, help="fine-tuning steps per arm (the panel's default)")
+    parser.add_argument("--data", type=Path, default=DATA, help="folder with train/ and val/")
+    args = parser.parse_args(argv)
+    if not (args.data / "train" / "annotations.json").exists():
+        print(f"skipped: {args.data} not found (see ../shared/data/README.md)")
+        return 0
+    import torch
+
+    from napari_cellboxify.config import fine_tune_config
+    from napari_cellboxify.data.coco import CocoSource, load_coco
+    from napari_cellboxify.data.images import read_image
+    from napari_cellboxify.evaluate import cell_type, evaluate
+    from napari_cellboxify.export import boxes_coco
+    from napari_cellboxify.predict import Predictor
+    from napari_cellboxify.train import Trainer
+    from napari_cellboxify.weights import default_weights_path
+
+    train = load_coco(args.data / "train" / "annotations.json", args.data / "train" / "images")
+    entry = next((im for im in train.images if Path(im.file_name).name == args.image), None)
+    if entry is None:
+        print(f"error: {args.image} is not in {args.data / 'train'}", file=sys.stderr)
+        return 2
+    val = load_coco(args.data / "val" / "annotations.json", args.data / "val" / "images")
+    kind = cell_type(entry.file_name)
+    shape = tuple(int(v) for v in read_image(entry.path).shape[:2])
+    quarter = quarter_boxes(entry.boxes_xyxy, shape)
+    start = Predictor.from_weights(None, device="auto")
+    arms = [("all cells boxed, whole image", entry.boxes_xyxy, "image"),
+            ("top-left quarter boxed, whole image", quarter, "image"),
+            ("top-left quarter boxed, inside the boxed area", quarter, "boxes")]
+
+    def score(predictor) -> dict:
+        m = evaluate(predictor, val)
+        same = m.get("per_cell_type", {}).get(kind, {})
+        return {"bbox": m["bbox"]["AP"], "segm": m["segm"]["AP"], "bbox_kind": same.get("bbox_AP", float("nan")),
+                "segm_kind": same.get("segm_AP", float("nan"))}
+
+    rows = [("default weights, no fine-tuning", 0, score(start), 0.0)]
+    print(rows[-1], flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (name, boxes, area) in enumerate(arms):
+            ann = Path(tmp) / f"arm{i}.json"
+            ann.write_text(json.dumps(boxes_coco([(entry.file_name, shape, boxes)])))
+            config = fine_tune_config(start.config)  # as the panel does
+            config.data.crop_size = min(config.data.crop_size or 256, 256)
+            config.data.annotated_area = area
+            config.train.steps = args.steps
+            config.train.checkpoint_every = args.steps
+            torch.manual_seed(0)
+            t0 = time.time()
+            trainer = Trainer(config, CocoSource(load_coco(ann, args.data / "train" / "images"), config),
+                              Path(tmp) / f"run{i}", init_weights=default_weights_path(), device=start.device)
+            trainer.fit()
+            rows.append((name, len(boxes), score(Predictor(trainer.model, device=start.device)), time.time() - t0))
+            print(rows[-1], flush=True)
+
+    lines = [f"| fine-tuned on {Path(args.image).stem} | boxes | val bbox AP | val segm AP | val {kind} bbox AP "
+             f"| val {kind} segm AP |", "|---|---|---|---|---|---|"]
+    for name, n, s, _ in rows:
+        lines.append(f"| {name} | {n} | {s['bbox']:.2f} | {s['segm']:.2f} | {s['bbox_kind']:.2f} | {s['segm_kind']:.2f} |")
+    body = (f"{args.steps} fine-tuning steps per arm from the shipped default weights with the panel's settings "
+            f"(Adam 1e-4, 2 crops of ≤ 256 px, seed 0) on one image of {shape[1]}×{shape[0]} px with "
+            f"{len(entry.boxes_xyxy)} cells; the quarter holds {len(quarter)} of them. Scored on livecell-mini val "
+            "(5 images, 892 cells; LIVECell COCO settings, AP in %).\n\n" + "\n".join(lines))
+    write_section("Fine-tuning on a partly boxed image", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
