@@ -13,7 +13,7 @@ seed, steps, crops), on one livecell-mini *train* image:
 
 Each is scored on livecell-mini *val* (all five images, and the one image of the same cell type).
 
-    python benchmarks/bench_partial_boxes.py [--image A172_Phase_C7_1_00d20h00m_4.tif] [--steps 200]
+    python benchmarks/bench_partial_boxes.py [--image A172_Phase_C7_1_00d20h00m_4.tif] [--steps 200] [--seed 0]
 """
 
 from __future__ import annotations
@@ -45,13 +45,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", default="A172_Phase_C7_1_00d20h00m_4.tif", help="a livecell-mini train image")
     parser.add_argument("--steps", type=int, default=200, help="fine-tuning steps per arm (the panel's default)")
+    parser.add_argument("--seed", type=int, default=0, help="training seed of every arm (replicates)")
     parser.add_argument("--data", type=Path, default=DATA, help="folder with train/ and val/")
     args = parser.parse_args(argv)
     if not (args.data / "train" / "annotations.json").exists():
         print(f"skipped: {args.data} not found (see ../shared/data/README.md)")
         return 0
-    import torch
-
     from napari_cellboxify.config import fine_tune_config
     from napari_cellboxify.data.coco import CocoSource, load_coco
     from napari_cellboxify.data.images import read_image
@@ -92,7 +91,7 @@ def main(argv=None) -> int:
             config.data.annotated_area = area
             config.train.steps = args.steps
             config.train.checkpoint_every = args.steps
-            torch.manual_seed(0)
+            config.train.seed = args.seed
             t0 = time.time()
             trainer = Trainer(config, CocoSource(load_coco(ann, args.data / "train" / "images"), config),
                               Path(tmp) / f"run{i}", init_weights=default_weights_path(), device=start.device)
@@ -105,10 +104,10 @@ def main(argv=None) -> int:
     for name, n, s, _ in rows:
         lines.append(f"| {name} | {n} | {s['bbox']:.2f} | {s['segm']:.2f} | {s['bbox_kind']:.2f} | {s['segm_kind']:.2f} |")
     body = (f"{args.steps} fine-tuning steps per arm from the shipped default weights with the panel's settings "
-            f"(Adam 1e-4, 2 crops of ≤ 256 px, seed 0) on one image of {shape[1]}×{shape[0]} px with "
+            f"(Adam 1e-4, 2 crops of ≤ 256 px, seed {args.seed}) on one image of {shape[1]}×{shape[0]} px with "
             f"{len(entry.boxes_xyxy)} cells; the quarter holds {len(quarter)} of them. Scored on livecell-mini val "
             "(5 images, 892 cells; LIVECell COCO settings, AP in %).\n\n" + "\n".join(lines))
-    write_section("Fine-tuning on a partly boxed image", body)
+    write_section("Fine-tuning on a partly boxed image" + (f" (seed {args.seed})" if args.seed else ""), body)
     return 0
 
 
