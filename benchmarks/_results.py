@@ -47,3 +47,20 @@ def shown(path: Path) -> str:
     """A path as the reader's command would spell it: relative to the repository when inside it."""
     path = Path(path).resolve()
     return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+LIVECELL_MINI = REPO.parent / "shared" / "data" / "livecell-mini"
+
+
+def livecell_mini_args(parser) -> None:
+    """The two options every livecell-mini benchmark takes: ``--weights`` and ``--data``."""
+    parser.add_argument("--weights", type=Path, help="weights (default: the shipped weights)")
+    parser.add_argument("--data", type=Path, default=LIVECELL_MINI, help="folder with train/ and val/")
+
+
+def livecell_mini_missing(data: Path) -> bool:
+    """True, after saying why the benchmark is skipped, when ``data`` has no livecell-mini train split."""
+    if (Path(data) / "train" / "annotations.json").exists():
+        return False
+    print(f"skipped: {data} not found (see ../shared/data/README.md)")
+    return True

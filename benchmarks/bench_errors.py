@@ -25,9 +25,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import REPO, shown, write_section  # noqa: E402
+from _results import livecell_mini_args, livecell_mini_missing, shown, write_section  # noqa: E402
 
-DATA = REPO.parent / "shared" / "data" / "livecell-mini"
 RECALL_IOUS = (0.5, 0.75, 0.9)
 
 
@@ -44,11 +43,11 @@ def image_errors(boxes: np.ndarray, scores: np.ndarray, gt: np.ndarray) -> dict:
     import torch
     from torchvision.ops import box_iou
 
-    if len(gt) == 0:
-        return {"cells": 0}
-    if len(boxes) == 0:
-        return {"cells": len(gt), "detections": 0, **{f"recall{t}": 0.0 for t in RECALL_IOUS}, "median_best_iou": 0.0,
-                "width_ratio": float("nan"), "height_ratio": float("nan"), "best_iou_per_detection": np.zeros(0)}
+    if len(gt) == 0 or len(boxes) == 0:  # nothing to match: every detection is a false positive, every cell missed
+        nan = float("nan")
+        return {"cells": len(gt), "detections": len(boxes), **{f"recall{t}": 0.0 if len(gt) else nan for t in RECALL_IOUS},
+                "median_best_iou": 0.0 if len(gt) else nan, "width_ratio": nan, "height_ratio": nan,
+                "best_iou_per_detection": np.zeros(len(boxes))}
     iou = box_iou(torch.as_tensor(boxes, dtype=torch.float64), torch.as_tensor(gt, dtype=torch.float64)).numpy()
     best_per_cell = iou.max(0)
     ratios = []
@@ -70,11 +69,9 @@ def image_errors(boxes: np.ndarray, scores: np.ndarray, gt: np.ndarray) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", type=Path, help="weights (default: the shipped weights)")
-    parser.add_argument("--data", type=Path, default=DATA, help="folder with train/ and val/")
+    livecell_mini_args(parser)
     args = parser.parse_args(argv)
-    if not (args.data / "train" / "annotations.json").exists():
-        print(f"skipped: {args.data} not found (see ../shared/data/README.md)")
+    if livecell_mini_missing(args.data):
         return 0
     from napari_cellboxify.data.coco import load_coco
     from napari_cellboxify.data.images import read_image

@@ -28,9 +28,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import REPO, write_section  # noqa: E402
+from _results import LIVECELL_MINI, livecell_mini_missing, write_section  # noqa: E402
 
-DATA = REPO.parent / "shared" / "data" / "livecell-mini"
 
 
 def quarter_boxes(boxes_xyxy: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -46,10 +45,9 @@ def main(argv=None) -> int:
     parser.add_argument("--image", default="A172_Phase_C7_1_00d20h00m_4.tif", help="a livecell-mini train image")
     parser.add_argument("--steps", type=int, default=200, help="fine-tuning steps per arm (the panel's default)")
     parser.add_argument("--seed", type=int, default=0, help="training seed of every arm (replicates)")
-    parser.add_argument("--data", type=Path, default=DATA, help="folder with train/ and val/")
+    parser.add_argument("--data", type=Path, default=LIVECELL_MINI, help="folder with train/ and val/")
     args = parser.parse_args(argv)
-    if not (args.data / "train" / "annotations.json").exists():
-        print(f"skipped: {args.data} not found (see ../shared/data/README.md)")
+    if livecell_mini_missing(args.data):
         return 0
     from napari_cellboxify.config import fine_tune_config
     from napari_cellboxify.data.coco import CocoSource, load_coco

@@ -16,9 +16,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import REPO, shown, write_section  # noqa: E402
+from _results import livecell_mini_args, livecell_mini_missing, shown, write_section  # noqa: E402
 
-DATA = REPO.parent / "shared" / "data" / "livecell-mini"
 THRESHOLDS = (0.3, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
@@ -54,11 +53,9 @@ def threshold_table(predictor, coco, thresholds=THRESHOLDS) -> list[dict]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", type=Path, help="weights (default: the shipped weights)")
-    parser.add_argument("--data", type=Path, default=DATA, help="folder with train/ and val/")
+    livecell_mini_args(parser)
     args = parser.parse_args(argv)
-    if not (args.data / "train" / "annotations.json").exists():
-        print(f"skipped: {args.data} not found (see ../shared/data/README.md)")
+    if livecell_mini_missing(args.data):
         return 0
     from napari_cellboxify.data.coco import load_coco
     from napari_cellboxify.predict import Predictor
