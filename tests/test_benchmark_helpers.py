@@ -1,0 +1,33 @@
+"""The measuring parts of benchmarks/ that a wrong figure would come from."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from bench_errors import image_errors, rank_correlation  # noqa: E402
+from bench_partial_boxes import quarter_boxes  # noqa: E402
+
+
+def test_image_errors_measure_recall_size_bias_and_best_overlaps():
+    gt = np.array([[0, 0, 10, 10], [20, 20, 40, 40]], np.float32)
+    # one exact box on cell 1; on cell 2 a box 0.8 x its size (IoU 0.64), scored higher than an exact duplicate
+    boxes = np.array([[0, 0, 10, 10], [20, 20, 36, 36], [20, 20, 40, 40], [60, 60, 70, 70]], np.float32)
+    scores = np.array([0.9, 0.8, 0.3, 0.7])
+    e = image_errors(boxes, scores, gt)
+    assert e["cells"] == 2 and e["detections"] == 4
+    assert e["recall0.5"] == e["recall0.75"] == e["recall0.9"] == 1.0  # some box fits each cell, at any score
+    # the top-scored box on each cell: exact on cell 1, 0.8 on cell 2 -> median 0.9
+    assert abs(e["width_ratio"] - 0.9) < 1e-6 and abs(e["height_ratio"] - 0.9) < 1e-6
+    np.testing.assert_allclose(e["best_iou_per_detection"], [1.0, 0.64, 1.0, 0.0], atol=1e-6)
+    empty = image_errors(np.zeros((0, 4)), np.zeros(0), gt)
+    assert empty["recall0.5"] == 0.0 and len(empty["best_iou_per_detection"]) == 0
+
+
+def test_rank_correlation_and_quarter_selection():
+    assert rank_correlation(np.array([1.0, 2, 3]), np.array([10.0, 20, 30])) == 1.0
+    assert rank_correlation(np.array([1.0, 2, 3]), np.array([3.0, 2, 1])) == -1.0
+    boxes = np.array([[0, 0, 10, 10], [90, 0, 100, 10], [0, 60, 10, 70], [40, 20, 60, 40]], np.float32)
+    np.testing.assert_array_equal(quarter_boxes(boxes, (100, 100)), boxes[[0]])  # centre (50, 30) is not < 50
