@@ -31,7 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import LIVECELL_MINI, livecell_mini_missing, write_section  # noqa: E402
 
 
-
 def quarter_boxes(boxes_xyxy: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """The boxes whose centre lies in the top-left quarter of an image of ``shape`` (H, W)."""
     h, w = shape
@@ -49,7 +48,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if livecell_mini_missing(args.data):
         return 0
-    from napari_cellboxify.config import fine_tune_config
+    from napari_cellboxify.config import apply_panel_training, fine_tune_config
     from napari_cellboxify.data.coco import CocoSource, load_coco
     from napari_cellboxify.data.images import read_image
     from napari_cellboxify.evaluate import cell_type, evaluate
@@ -85,10 +84,8 @@ def main(argv=None) -> int:
             ann = Path(tmp) / f"arm{i}.json"
             ann.write_text(json.dumps(boxes_coco([(entry.file_name, shape, boxes)])))
             config = fine_tune_config(start.config)  # as the panel does
-            config.data.crop_size = min(config.data.crop_size or 256, 256)
+            apply_panel_training(config, args.steps, min(shape))
             config.data.annotated_area = area
-            config.train.steps = args.steps
-            config.train.checkpoint_every = args.steps
             config.train.seed = args.seed
             t0 = time.time()
             trainer = Trainer(config, CocoSource(load_coco(ann, args.data / "train" / "images"), config),

@@ -141,3 +141,16 @@ def test_fine_tuning_keeps_the_weights_architecture_and_takes_todays_losses(tmp_
     run = training_run_config(tmp_path / "run", init_weights=weights, steps=5)
     assert run.model.backbone == "resnet18" and run.loss.unary_weight == 4.0 and run.train.steps == 5
     assert training_run_config(tmp_path / "run").model.backbone == "resnet50"  # no --init: the defaults
+
+
+def test_panel_training_settings_bound_crops_by_256_and_the_smallest_image():
+    from napari_cellboxify.config import CellBoxifyConfig, apply_panel_training
+
+    config = CellBoxifyConfig()  # crop 384
+    apply_panel_training(config, 200, 520)
+    assert (config.train.steps, config.train.checkpoint_every, config.train.log_every) == (200, 20, 1)
+    assert config.data.crop_size == 256
+    apply_panel_training(config, 5, 96)
+    assert config.data.crop_size == 96 and config.train.checkpoint_every == 10
+    apply_panel_training(config, 5, 20)
+    assert config.data.crop_size == 32

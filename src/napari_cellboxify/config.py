@@ -345,6 +345,16 @@ def fine_tune_config(trained: CellBoxifyConfig) -> CellBoxifyConfig:
     return config
 
 
+def apply_panel_training(config: CellBoxifyConfig, steps: int, smallest_side: int) -> None:
+    """Set what the panel's *Fine-tune* trains with (in place): ``steps``, a checkpoint every tenth of them, a loss
+    point every step, and CPU-sized crops (at most 256 px, at most the smallest image side ``smallest_side``)."""
+    config.train.steps = steps
+    config.train.checkpoint_every = max(10, steps // 10)
+    config.train.log_every = 1
+    crop = config.data.crop_size or 256
+    config.data.crop_size = max(32, min(crop, 256, smallest_side))
+
+
 def training_run_config(
     out_dir: str | Path,
     config_file: str | Path | None = None,

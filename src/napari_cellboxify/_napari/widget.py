@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..checkpoint import load_model
-from ..config import CellBoxifyConfig, fine_tune_config, small_cpu_config
+from ..config import CellBoxifyConfig, apply_panel_training, fine_tune_config, small_cpu_config
 from ..data.annotated_area import area_fraction
 from ..export import write_coco, write_label_tiff, write_measurements_csv, write_training_project
 from ..geometry import labels_to_boxes
@@ -443,12 +443,7 @@ class CellBoxifyWidget(QWidget):
         else:
             config = CellBoxifyConfig.from_dict((self.base_config or small_cpu_config()).to_dict())
         config.model.image_scale = self.zoom_spin.value()
-        config.train.steps = self.steps_spin.value()
-        config.train.checkpoint_every = max(10, config.train.steps // 10)
-        config.train.log_every = 1
-        smallest = min(min(im.shape[:2]) for _, im, _ in items)
-        crop = config.data.crop_size or 256
-        config.data.crop_size = max(32, min(crop, 256, smallest))  # CPU-sized crops
+        apply_panel_training(config, self.steps_spin.value(), min(min(im.shape[:2]) for _, im, _ in items))
         return config
 
     def _on_step(self, info) -> None:
