@@ -95,7 +95,11 @@ def test_train_predict_evaluate_export_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert any("segm AP (0-100" in line for line in result.stdout.splitlines())
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
-    assert 0 <= metrics["segm"]["AP"] <= 100
+    assert 0 <= metrics["segm"]["AP"] <= 100 and metrics["tta"] == "off"
+    result = _cli("evaluate", "--data", json_path, "--images", images_dir, "--out", tmp_path / "ev_tta",
+                  "--weights", run / "model.pt", "--tta", "flips")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((tmp_path / "ev_tta" / "metrics.json").read_text())["tta"] == "flips"
 
     result = _cli("evaluate", "--data", json_path, "--images", images_dir, "--out", tmp_path / "ev2",
                   "--weights", run / "model.pt", "--oracle-boxes")

@@ -157,9 +157,11 @@ def test_segment_image_on_16bit_rgb_and_stacks(widget, qtbot, kind):
     if kind == "stack":
         viewer.dims.set_current_step(0, 1)
     w.zoom_spin.setValue(1.5)
+    w.tta_combo.setCurrentText("flips" if kind == "uint16" else "off")
     w.segment_image()
     qtbot.waitUntil(lambda: w.segment_image_button.isEnabled(), timeout=60_000)
     assert w.predictor.model.transform.image_scale == 1.5  # the panel's zoom reached the network
+    assert w.predictor.tta == ("flips" if kind == "uint16" else "off")  # and its test-time augmentation
     masks = viewer.layers[MASKS_LAYER].data
     assert masks.shape == (layer.data.shape[:-1] if kind == "rgb" else layer.data.shape)
     if kind == "stack":

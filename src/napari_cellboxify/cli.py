@@ -104,6 +104,14 @@ def _add_inference_overrides(verb: argparse.ArgumentParser) -> None:
     verb.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                       help="override an inference setting of the weights' config, e.g. --set model.image_scale=0.5 "
                       "for images whose cells are twice LIVECell's size in pixels (repeatable)")
+    verb.add_argument("--tta", choices=["off", "flips", "flips+scales"], default=None,
+                      help="test-time augmentation: segment flipped/turned (and zoomed) copies and merge them; "
+                      "flips+scales: ~20x slower, +1.4 segm AP on LIVECell val (default: the weights' setting, off)")
+
+
+def _with_tta(args: argparse.Namespace) -> list[str]:
+    """The verb's ``--set`` overrides, with ``--tta`` as one of them (it is the config's ``model.tta``)."""
+    return list(args.overrides) + ([f"model.tta={args.tta}"] if args.tta else [])
 
 
 def _version() -> str:
@@ -188,7 +196,7 @@ def cmd_evaluate(args) -> int:
     from .predict import Predictor
     from .progress import tqdm_callback
 
-    predictor = Predictor.from_weights(args.weights, device=args.device, overrides=args.overrides)
+    predictor = Predictor.from_weights(args.weights, device=args.device, overrides=_with_tta(args))
     coco = load_coco(args.data, args.images)
     with tqdm_callback(len(coco.images), "evaluate") as progress:
         if args.oracle_boxes:
@@ -196,6 +204,7 @@ def cmd_evaluate(args) -> int:
         else:
             metrics = evaluate(predictor, coco, progress)
     metrics["weights"] = str(args.weights) if args.weights else "default"
+    metrics["tta"] = predictor.tta  # the same weights score differently with test-time augmentation
     for line in format_metrics(metrics):
         print(line)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -237,7 +246,7 @@ def cmd_predict(args) -> int:
     if not files:
         raise ValueError("no image files found in the given inputs")
     predictor = Predictor.from_weights(args.weights, device=args.device, score_threshold=args.score_threshold,
-                                       overrides=args.overrides)
+                                       overrides=_with_tta(args))
     args.out.mkdir(parents=True, exist_ok=True)
     coco_items, coco_scores, box_items, box_scores = [], [], [], []
     with tqdm_callback(len(files), "predict") as progress:

@@ -54,6 +54,11 @@ class ModelConfig:
     # lies inside its box, as Mask R-CNN's masks do by construction. Box-only fine-tuning lets vertices drift
     # past the box (the unary term only sees the polygon's extremes); clipping removes that overshoot.
     clip_polygons_to_box: bool = True
+    # Test-time augmentation at inference (tta.py): "off"; "flips" segments the 8 flips/transposes of each image
+    # and merges them (boxes fused, outlines averaged); "flips+scales" adds 4 flips at 0.8x and 1.25x zoom.
+    # Off by default: "flips+scales" costs ~20x the time of one pass for +1.4 segm AP on LIVECell val
+    # (benchmarks/bench_tta.py).
+    tta: str = "off"
 
 
 @dataclass
@@ -213,6 +218,7 @@ class CellBoxifyConfig:
             (m.polygon_init in ("ellipse", "box"), "model.polygon_init must be ellipse or box"),
             (m.image_scale > 0, "model.image_scale must be > 0"),
             (m.detections_per_img > 0, "model.detections_per_img must be > 0"),
+            (m.tta in ("off", "flips", "flips+scales"), "model.tta must be off, flips or flips+scales"),
             (lo.supervision in ("box", "mask"), "loss.supervision must be box or mask"),
             (t.trainable in ("all", "polygon_head"), "train.trainable must be all or polygon_head"),
             (lo.global_channel in ("contrast", "intensity"), "loss.global_channel must be contrast or intensity"),

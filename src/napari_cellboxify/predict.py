@@ -18,6 +18,7 @@ from .config import CellBoxifyConfig
 from .data.transforms import normalize_image, to_model_input
 from .device import pick_device
 from .geometry import polygons_to_labels, polygons_to_masks
+from .tta import TTA_VIEWS, outline_with_tta, segment_with_tta
 
 
 @dataclass
@@ -70,6 +71,17 @@ class Predictor:
         self.config: CellBoxifyConfig = model.config
         self.score_threshold = score_threshold
         self.max_detections = max_detections
+
+    @property
+    def tta(self) -> str:
+        """Test-time augmentation, ``model.tta``: "off", "flips" or "flips+scales" (see tta.py)."""
+        return self.config.model.tta
+
+    @tta.setter
+    def tta(self, value: str) -> None:
+        if value not in TTA_VIEWS:
+            raise ValueError(f"test-time augmentation must be one of {', '.join(TTA_VIEWS)}, got {value!r}")
+        self.config.model.tta = value
 
     @property
     def image_scale(self) -> float:
@@ -137,8 +149,12 @@ class Predictor:
         shape = tuple(tensor.shape[-2:])
         if len(boxes) == 0:
             return Prediction.empty(shape, self.config.model.num_vertices)
-        polys = self.model.segment_boxes([tensor], [torch.from_numpy(boxes).to(self.device)])[0]
-        return Prediction(polys.float().cpu().numpy(), boxes, np.ones(len(boxes), np.float32), shape, ids)
+        box_tensor = torch.from_numpy(boxes).to(self.device)
+        if self.tta != "off":
+            polys = outline_with_tta(self.model, tensor, box_tensor, TTA_VIEWS[self.tta])
+        else:
+            polys = self.model.segment_boxes([tensor], [box_tensor])[0].float().cpu().numpy()
+        return Prediction(polys, boxes, np.ones(len(boxes), np.float32), shape, ids)
 
     def segment_stack(self, stack: np.ndarray, progress: Callable[[int, int], None] | None = None,
                       **kwargs) -> list[Prediction]:
@@ -208,15 +224,19 @@ class Predictor:
         shape = tuple(norm.shape)
         if min(shape) < 8:  # too small to hold a cell at any scale the network sees
             return Prediction.empty(shape, self.config.model.num_vertices)
+        threshold = self.score_threshold if score_threshold is None else score_threshold
+        tensor = to_model_input(norm).to(self.device)
+        if self.tta != "off":
+            boxes, scores, polys = segment_with_tta(self.model, tensor, TTA_VIEWS[self.tta], threshold)
+            return Prediction(polys, boxes, scores, shape)
         # The Predictor rasterises polygons itself, only when asked: no full-size masks from the model here, and
         # the model's own setting is left as it was for its other users (a Trainer's evaluation, say).
         transform = self.model.transform
         paste, transform.paste_masks = transform.paste_masks, False
         try:
-            out = self.model([to_model_input(norm).to(self.device)])[0]
+            out = self.model([tensor])[0]
         finally:
             transform.paste_masks = paste
-        threshold = self.score_threshold if score_threshold is None else score_threshold
         keep = out["scores"] >= threshold
         return Prediction(out["polygons"][keep].float().cpu().numpy(), out["boxes"][keep].float().cpu().numpy(),
                           out["scores"][keep].float().cpu().numpy(), shape)

@@ -145,11 +145,17 @@ class CellBoxifyWidget(QWidget):
         self.zoom_spin.setToolTip("How much the network enlarges your image. The default weights learned LIVECell "
                                   "(10x phase contrast): 0.5 if your cells are twice as large in pixels, 2 if half. "
                                   "Fine-tuning trains at this zoom and keeps it with the weights.")
+        self.tta_combo = QComboBox()
+        self.tta_combo.addItems(["off", "flips", "flips+scales"])
+        self.tta_combo.setToolTip("Test-time augmentation: segment the 8 flips/turns of the image (and, with "
+                                  "scales, two zooms) and merge the answers. Slower (flips ~8x, flips+scales ~20x "
+                                  "on a CPU), more accurate: +1.4 segm AP on LIVECell val with flips+scales.")
         seg_form.addRow(self.segment_boxes_button)
         seg_form.addRow(self.segment_image_button)
         seg_form.addRow("Score threshold", self.score_spin)
         seg_form.addRow("Max detections", self.max_dets_spin)
         seg_form.addRow("Zoom", self.zoom_spin)
+        seg_form.addRow("Test-time augm.", self.tta_combo)
         seg_form.addRow(self.all_planes_check)
         layout.addWidget(seg)
 
@@ -245,6 +251,7 @@ class CellBoxifyWidget(QWidget):
     def use_model(self, model, path: Path) -> None:
         self.predictor = Predictor(model, "auto")
         self.zoom_spin.setValue(self.predictor.image_scale)  # the zoom these weights were trained (or set) at
+        self.tta_combo.setCurrentText(self.predictor.tta)
         self.weights_path = path
         self.weights_label.setText(f"{path.name} ({model.config.model.backbone}, {self.predictor.device.type})")
 
@@ -252,6 +259,7 @@ class CellBoxifyWidget(QWidget):
         if self.predictor is None:
             raise RuntimeError("no model loaded: load weights or fine-tune on your boxes first")
         self.predictor.image_scale = self.zoom_spin.value()  # read at the click, not while a worker runs
+        self.predictor.tta = self.tta_combo.currentText()
         return self.predictor
 
     # ---- layers <-> core ---------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -11,6 +12,7 @@ from torchvision.models import resnet
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.misc import FrozenBatchNorm2d
@@ -172,11 +174,47 @@ class CellBoxify(FasterRCNN):
     @torch.no_grad()
     def segment_boxes(self, images: list[Tensor], boxes_xyxy: list[Tensor]) -> list[Tensor]:
         """Polygons (N_i, V, 2) for given boxes (N_i, 4) XYXY in each image's own frame (oracle/user boxes)."""
-        image_list, _ = self.transform(images, None)
+        return [self.outline(self.encode(image), boxes) for image, boxes in zip(images, boxes_xyxy)]
+
+    # Inference in pieces, for test-time augmentation (tta.py): one image is encoded once, its boxes found,
+    # and later outlined from the same features for boxes fused across views.
+    @torch.no_grad()
+    def encode(self, image: Tensor) -> "EncodedImage":
+        """Features of one (3, H, W) image, at the model's image scale."""
+        image_list, _ = self.transform([image], None)
         features = self.backbone(image_list.tensors)
-        scale = self.transform.image_scale
-        polys = self.roi_heads.predict_polygons(features, [b * scale for b in boxes_xyxy], image_list.image_sizes)
-        return [p / scale for p in polys]
+        if isinstance(features, Tensor):
+            features = OrderedDict([("0", features)])
+        (h, w), (rh, rw) = image.shape[-2:], image_list.image_sizes[0]
+        return EncodedImage(image_list, features, (rw / w, rh / h))
+
+    @torch.no_grad()
+    def detect(self, encoded: "EncodedImage") -> tuple[Tensor, Tensor]:
+        """Boxes (N, 4) XYXY in the image's own frame and their scores, without polygons."""
+        proposals, _ = self.rpn(encoded.image_list, encoded.features)
+        heads, sizes = self.roi_heads, encoded.image_list.image_sizes
+        box_features = heads.box_head(heads.box_roi_pool(encoded.features, proposals, sizes))
+        class_logits, box_regression = heads.box_predictor(box_features)
+        boxes, scores, _ = heads.postprocess_detections(class_logits, box_regression, proposals, sizes)
+        return boxes[0] / encoded.ratio_xyxy(boxes[0]), scores[0]
+
+    @torch.no_grad()
+    def outline(self, encoded: "EncodedImage", boxes_xyxy: Tensor) -> Tensor:
+        """Polygons (N, V, 2) in the image's own frame for boxes (N, 4) XYXY in that frame."""
+        ratio = encoded.ratio_xyxy(boxes_xyxy)
+        polys = self.roi_heads.predict_polygons(encoded.features, [boxes_xyxy * ratio],
+                                                encoded.image_list.image_sizes)[0]
+        return polys / ratio[:2]
+
+
+@dataclass
+class EncodedImage:
+    image_list: ImageList
+    features: "OrderedDict[str, Tensor]"
+    ratio: tuple[float, float]  # (x, y) size of the network's image over the original's
+
+    def ratio_xyxy(self, like: Tensor) -> Tensor:
+        return like.new_tensor(self.ratio * 2)
 
 
 def build_model(config: CellBoxifyConfig, load_pretrained: bool = True) -> CellBoxify:

@@ -1,0 +1,82 @@
+"""Test-time augmentation: what "flips" and "flips+scales" add on livecell-mini, and what they cost.
+
+For each split and each setting of ``model.tta`` (off, flips, flips+scales) this segments every image with the
+same weights and reports bbox / segm AP (LIVECell's COCO settings), AP50, AP75, segm AP per cell type and the
+mean time per image (``Predictor.segment_image`` only, side by side in one run, so the ratio is the cost). Then
+the oracle-box mean mask IoU on val with outlines from one view and averaged over the 8 flips.
+
+The settings were chosen on train (fusion IoU, views); val is reported as it came.
+
+    python benchmarks/bench_tta.py [--weights W]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import livecell_mini_args, livecell_mini_missing, shown, write_section  # noqa: E402
+
+MODES = ("off", "flips", "flips+scales")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    livecell_mini_args(parser)
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    args = parser.parse_args(argv)
+    if livecell_mini_missing(args.data):
+        return 0
+    from napari_cellboxify.data.coco import load_coco
+    from napari_cellboxify.data.images import read_image
+    from napari_cellboxify.evaluate import evaluate_detections, oracle_box_iou, prediction_to_coco
+    from napari_cellboxify.predict import Predictor
+
+    predictor = Predictor.from_weights(args.weights, device=args.device)
+    rows = ["| split | TTA | bbox AP | segm AP | segm AP50 | segm AP75 | segm AP per cell type | s / image | × off |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for split in ("train", "val"):
+        coco = load_coco(args.data / split / "annotations.json", args.data / split / "images")
+        images = [read_image(entry.path) for entry in coco.images]
+        base_time = None
+        for mode in MODES:
+            predictor.tta = mode
+            detections, seconds = [], []
+            for entry, image in zip(coco.images, images):
+                start = time.perf_counter()
+                pred = predictor.segment_image(image, score_threshold=0.05)
+                seconds.append(time.perf_counter() - start)
+                detections += prediction_to_coco(pred, entry.id)
+            m = evaluate_detections(coco, detections)
+            per_type = ", ".join(f"{k} {v['segm_AP']:.1f}" for k, v in m["per_cell_type"].items())
+            mean_time = float(np.mean(seconds))
+            base_time = base_time or mean_time
+            rows.append(f"| {split} | {mode} | {m['bbox']['AP']:.2f} | {m['segm']['AP']:.2f} | {m['segm']['AP50']:.2f} "
+                        f"| {m['segm']['AP75']:.2f} | {per_type} | {mean_time:.2f} | {mean_time / base_time:.1f} |")
+            print(rows[-1], flush=True)
+    oracle = ["| outlines of the GT boxes | mean mask IoU | filled box | inscribed ellipse |", "|---|---|---|---|"]
+    val = load_coco(args.data / "val" / "annotations.json", args.data / "val" / "images")
+    for mode in ("off", "flips"):
+        predictor.tta = mode
+        o = oracle_box_iou(predictor, val)
+        label = "one view" if mode == "off" else "mean of the 8 flips"
+        oracle.append(f"| {label} | {o['mean_iou_model']:.3f} | {o['mean_iou_filled_box']:.3f} "
+                      f"| {o['mean_iou_ellipse']:.3f} |")
+    weights = shown(args.weights) if args.weights else "the shipped default weights"
+    body = (f"{weights} on livecell-mini, each setting of `model.tta` (`--tta` on `predict`/`evaluate`, "
+            "*Test-time augmentation* in the panel); score ≥ 0.05, LIVECell's COCO settings, AP in %. Time: "
+            "`segment_image` per image, mean over the split, on the machine above; × off is the ratio to one "
+            "pass in the same run.\n\n" + "\n".join(rows)
+            + "\n\nOracle boxes (val): the outline of each GT box from one view and averaged over the 8 flips:\n\n"
+            + "\n".join(oracle))
+    write_section("Test-time augmentation", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
