@@ -6,7 +6,10 @@ what each threshold gives: the share of kept boxes that lie on a cell (IoU >= 0.
 of cells found that way, and the share of cells a kept box touches at all (IoU >= 0.3: the cells an ignore
 region keeps from being taught as background). Choose the thresholds on ``train``; ``val`` is shown beside it.
 
-    python benchmarks/bench_pseudo_labels.py [--weights W]
+    python benchmarks/bench_pseudo_labels.py [--weights W] [--tta flips+scales]
+
+With ``--tta`` the boxes are those of test-time augmentation (``cellboxify predict --tta``), in a section of
+their own.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ def threshold_table(predictor, coco, thresholds=THRESHOLDS) -> list[dict]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     livecell_mini_args(parser)
+    parser.add_argument("--tta", choices=["off", "flips", "flips+scales"], default="off",
+                        help="test-time augmentation of the boxes (default off)")
     args = parser.parse_args(argv)
     if livecell_mini_missing(args.data):
         return 0
@@ -61,6 +66,7 @@ def main(argv=None) -> int:
     from napari_cellboxify.predict import Predictor
 
     predictor = Predictor.from_weights(args.weights, device="auto")
+    predictor.tta = args.tta
     lines = ["| split | score ≥ | boxes | precision (IoU ≥ 0.5) | cells found (IoU ≥ 0.5) | cells touched (IoU ≥ 0.3) |",
              "|---|---|---|---|---|---|"]
     for split in ("train", "val"):
@@ -69,10 +75,12 @@ def main(argv=None) -> int:
             lines.append(f"| {split} ({r['cells']} cells) | {r['threshold']:.1f} | {r['boxes']} | {r['precision']:.3f} "
                          f"| {r['recall']:.3f} | {r['touched']:.3f} |")
     weights = shown(args.weights) if args.weights else "the shipped default weights"
-    body = (f"Detections of {weights} on livecell-mini, pooled over each split's images; a detection counts as "
+    with_tta = "" if args.tta == "off" else f" with test-time augmentation ({args.tta})"
+    body = (f"Detections of {weights}{with_tta} on livecell-mini, pooled over each split's images; a detection counts as "
             "precise when it overlaps some GT box by IoU ≥ 0.5, a cell as found when some kept box does.\n\n"
             + "\n".join(lines))
-    write_section("Pseudo-label quality per score threshold", body)
+    name = "Pseudo-label quality per score threshold" + ("" if args.tta == "off" else f" (TTA {args.tta})")
+    write_section(name, body)
     return 0
 
 

@@ -106,7 +106,7 @@ def _add_inference_overrides(verb: argparse.ArgumentParser) -> None:
                       "for images whose cells are twice LIVECell's size in pixels (repeatable)")
     verb.add_argument("--tta", choices=["off", "flips", "flips+scales"], default=None,
                       help="test-time augmentation: segment flipped/turned (and zoomed) copies and merge them; "
-                      "flips+scales: ~20x slower, +1.4 segm AP on LIVECell val (default: the weights' setting, off)")
+                      "flips+scales: ~14x slower on a CPU, +1.3 segm AP on LIVECell val (default: the weights' setting, off)")
 
 
 def _with_tta(args: argparse.Namespace) -> list[str]:

@@ -9,8 +9,8 @@ slightly different zoom) disagree only where it is unsure. Merging them:
 - **outlines** by averaging masks: each fused box is outlined in each unzoomed view from that view's features,
   the masks are averaged and the 0.5 contour of the average is the cell's polygon.
 
-On livecell-mini/val with the default weights, "flips+scales" lifted segm AP 19.2 -> 20.7 and bbox AP 18.4 ->
-20.8 (benchmarks/bench_tta.py, which also gives the cost: about 20x the time of one pass).
+On livecell-mini/val with the default weights, "flips+scales" lifted segm AP 19.2 -> 20.6 and bbox AP 18.4 ->
+20.8 (benchmarks/bench_tta.py, which also gives the cost: about 14x the time of one pass on a CPU).
 """
 
 from __future__ import annotations

@@ -148,8 +148,8 @@ class CellBoxifyWidget(QWidget):
         self.tta_combo = QComboBox()
         self.tta_combo.addItems(["off", "flips", "flips+scales"])
         self.tta_combo.setToolTip("Test-time augmentation: segment the 8 flips/turns of the image (and, with "
-                                  "scales, two zooms) and merge the answers. Slower (flips ~8x, flips+scales ~20x "
-                                  "on a CPU), more accurate: +1.4 segm AP on LIVECell val with flips+scales.")
+                                  "scales, two zooms) and merge the answers. Slower (flips ~9x, flips+scales ~14x "
+                                  "on a CPU), more accurate: +1.3 segm AP on LIVECell val with flips+scales.")
         seg_form.addRow(self.segment_boxes_button)
         seg_form.addRow(self.segment_image_button)
         seg_form.addRow("Score threshold", self.score_spin)
