@@ -55,9 +55,11 @@ def threshold_table(predictor, coco, thresholds=THRESHOLDS) -> list[dict]:
 
 
 def main(argv=None) -> int:
+    from napari_cellboxify.config import TTA_MODES
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     livecell_mini_args(parser)
-    parser.add_argument("--tta", choices=["off", "flips", "flips+scales"], default="off",
+    parser.add_argument("--tta", choices=TTA_MODES, default="off",
                         help="test-time augmentation of the boxes (default off)")
     args = parser.parse_args(argv)
     if livecell_mini_missing(args.data):

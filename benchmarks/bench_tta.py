@@ -22,9 +22,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import livecell_mini_args, livecell_mini_missing, shown, write_section  # noqa: E402
 
-MODES = ("off", "flips", "flips+scales")
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     livecell_mini_args(parser)
@@ -35,6 +32,7 @@ def main(argv=None) -> int:
     from napari_cellboxify.data.coco import load_coco
     from napari_cellboxify.data.images import read_image
     from napari_cellboxify.evaluate import evaluate_detections, oracle_box_iou, prediction_to_coco
+    from napari_cellboxify.config import TTA_MODES
     from napari_cellboxify.predict import Predictor
 
     predictor = Predictor.from_weights(args.weights, device=args.device)
@@ -44,7 +42,7 @@ def main(argv=None) -> int:
         coco = load_coco(args.data / split / "annotations.json", args.data / split / "images")
         images = [read_image(entry.path) for entry in coco.images]
         base_time = None
-        for mode in MODES:
+        for mode in TTA_MODES:
             predictor.tta = mode
             detections, seconds = [], []
             for entry, image in zip(coco.images, images):

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from conftest import tiny_config
+from napari_cellboxify.config import TTA_MODES
 from napari_cellboxify.geometry import mask_iou, polygon_to_mask
 from napari_cellboxify.model import build_model
 from napari_cellboxify.predict import Predictor
@@ -25,6 +26,10 @@ def test_a_box_drawn_around_a_pixel_follows_it_into_every_view_and_back(k):
     assert torch.equal(boxes_from_view(in_view, k, (h, w)), box)
     centre = torch.tensor([[col + 0.5, row + 0.5]])
     assert torch.allclose(points_from_view(centre, k, (h, w)), torch.tensor([[31.5, 7.5]]))
+
+
+def test_every_tta_setting_has_its_views():
+    assert tuple(TTA_VIEWS) == TTA_MODES  # the config, the CLI and the panel list TTA_MODES
 
 
 def test_fusion_averages_one_cell_seen_by_every_view_and_discounts_what_one_view_saw():

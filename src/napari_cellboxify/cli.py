@@ -13,6 +13,8 @@ import sys
 import threading
 from pathlib import Path
 
+from .config import TTA_MODES
+
 EXIT_USAGE = 2
 EXIT_INPUT = 1
 
@@ -104,7 +106,7 @@ def _add_inference_overrides(verb: argparse.ArgumentParser) -> None:
     verb.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                       help="override an inference setting of the weights' config, e.g. --set model.image_scale=0.5 "
                       "for images whose cells are twice LIVECell's size in pixels (repeatable)")
-    verb.add_argument("--tta", choices=["off", "flips", "flips+scales"], default=None,
+    verb.add_argument("--tta", choices=TTA_MODES, default=None,
                       help="test-time augmentation: segment flipped/turned (and zoomed) copies and merge them; "
                       "flips+scales: ~14x slower on a CPU, +1.3 segm AP on LIVECell val (default: the weights' setting, off)")
 

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 CONFIG_VERSION = 1
+# The settings of model.tta (test-time augmentation, tta.py), for the CLI, the panel and validation.
+TTA_MODES = ("off", "flips", "flips+scales")
 
 
 class ConfigError(ValueError):
@@ -218,7 +220,7 @@ class CellBoxifyConfig:
             (m.polygon_init in ("ellipse", "box"), "model.polygon_init must be ellipse or box"),
             (m.image_scale > 0, "model.image_scale must be > 0"),
             (m.detections_per_img > 0, "model.detections_per_img must be > 0"),
-            (m.tta in ("off", "flips", "flips+scales"), "model.tta must be off, flips or flips+scales"),
+            (m.tta in TTA_MODES, "model.tta must be off, flips or flips+scales"),
             (lo.supervision in ("box", "mask"), "loss.supervision must be box or mask"),
             (t.trainable in ("all", "polygon_head"), "train.trainable must be all or polygon_head"),
             (lo.global_channel in ("contrast", "intensity"), "loss.global_channel must be contrast or intensity"),

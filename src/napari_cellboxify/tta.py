@@ -22,7 +22,7 @@ from skimage.measure import find_contours
 from .geometry import polygon_to_mask, resample_polygon
 
 # A view is (k, zoom): k's bit 0 flips left-right, bit 1 flips up-down, bit 2 then transposes (8 = the dihedral
-# group of the square); zoom multiplies the model's image scale.
+# group of the square); zoom multiplies the model's image scale. One entry per config.TTA_MODES setting.
 FLIPS = tuple((k, 1.0) for k in range(8))
 TTA_VIEWS = {
     "off": ((0, 1.0),),

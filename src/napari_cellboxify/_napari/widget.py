@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..checkpoint import load_model
-from ..config import CellBoxifyConfig, apply_panel_training, fine_tune_config, small_cpu_config
+from ..config import TTA_MODES, CellBoxifyConfig, apply_panel_training, fine_tune_config, small_cpu_config
 from ..data.annotated_area import area_fraction
 from ..export import write_coco, write_label_tiff, write_measurements_csv, write_training_project
 from ..geometry import labels_to_boxes
@@ -146,7 +146,7 @@ class CellBoxifyWidget(QWidget):
                                   "(10x phase contrast): 0.5 if your cells are twice as large in pixels, 2 if half. "
                                   "Fine-tuning trains at this zoom and keeps it with the weights.")
         self.tta_combo = QComboBox()
-        self.tta_combo.addItems(["off", "flips", "flips+scales"])
+        self.tta_combo.addItems(TTA_MODES)
         self.tta_combo.setToolTip("Test-time augmentation: segment the 8 flips/turns of the image (and, with "
                                   "scales, two zooms) and merge the answers. Slower (flips ~9x, flips+scales ~14x "
                                   "on a CPU), more accurate: +1.3 segm AP on LIVECell val with flips+scales.")
