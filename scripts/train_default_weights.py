@@ -18,7 +18,8 @@ itself after ``--minutes`` with a resumable checkpoint, so a long schedule runs 
         --out runs/self                           # self-training with those boxes (then a fresh mask branch again)
 
 Writes into --out: last.pt / model.pt (Trainer), val_log.jsonl (one line per evaluation), best.pt (the weights
-with the highest val segm AP so far, its step and metrics inside).
+with the highest val segm AP so far, its step and metrics inside). With ``--set train.ema_decay=0.998`` the
+figures are the weight average's (what model.pt holds) and val_log.jsonl adds the last step's as ``raw_*``.
 """
 
 from __future__ import annotations
@@ -108,19 +109,27 @@ def main(argv=None) -> int:
             last_report = time.time()
         if info.step % args.eval_every == 0 or info.step == info.total_steps:
             te = time.time()
-            m = evaluate_on_val(trainer.model, val, device)
+            m = evaluate_on_val(trainer.inference_model, val, device)
             record = {"step": info.step, "segm_AP": m["segm"]["AP"], "segm_AP50": m["segm"]["AP50"],
                       "bbox_AP": m["bbox"]["AP"], "oracle_iou": m["oracle_boxes"]["mean_iou_model"],
                       "per_type_segm_AP": {k: v["segm_AP"] for k, v in m.get("per_cell_type", {}).items()},
-                      "train_seconds": time.time() - t0, "eval_seconds": time.time() - te}
+                      "train_seconds": time.time() - t0}
+            if trainer.ema is not None:  # the figures above are the weight average's; these the last step's
+                raw = evaluate_on_val(trainer.model, val, device)
+                record.update(raw_segm_AP=raw["segm"]["AP"], raw_bbox_AP=raw["bbox"]["AP"],
+                              raw_oracle_iou=raw["oracle_boxes"]["mean_iou_model"])
+            record["eval_seconds"] = time.time() - te
             with open(log_path, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
             print(f"val @ {info.step}: segm AP {record['segm_AP']:.2f} AP50 {record['segm_AP50']:.2f} bbox AP "
                   f"{record['bbox_AP']:.2f} oracle IoU {record['oracle_iou']:.3f} ({record['eval_seconds']:.0f} s)",
                   flush=True)
+            if trainer.ema is not None:
+                print(f"  last step's weights: segm AP {record['raw_segm_AP']:.2f} bbox AP {record['raw_bbox_AP']:.2f} "
+                      f"oracle IoU {record['raw_oracle_iou']:.3f}", flush=True)
             if record["segm_AP"] > best:
                 best = record["segm_AP"]
-                save_weights(args.out / "best.pt", trainer.model, config, extra={"step": info.step, "val": record})
+                save_weights(args.out / "best.pt", trainer.inference_model, config, extra={"step": info.step, "val": record})
     result = trainer.result
     print(f"stopped at step {result.steps_done}/{config.train.steps} after {result.wall_seconds:.0f} s "
           f"({'time budget' if result.cancelled else 'schedule done'}); best val segm AP {best:.2f}", flush=True)

@@ -148,6 +148,9 @@ class TrainConfig:
     # 11.1 -> 16.6 in 300 steps; a refit of the drifted head only reached 11.7). With trainable=polygon_head
     # this is the second stage of how the default weights are made (weights/README.md).
     reset_polygon_head: bool = False
+    # > 0: also keep an exponential moving average of the weights with this decay (ema.py) and ship it as
+    # model.pt; 0 ships the last step's weights. 0.998 averages about the last 500 steps (fewer in short runs).
+    ema_decay: float = 0.0
     amp: bool = True  # used on CUDA only
     checkpoint_every: int = 500
     log_every: int = 10
@@ -223,6 +226,7 @@ class CellBoxifyConfig:
             (m.tta in TTA_MODES, "model.tta must be off, flips or flips+scales"),
             (lo.supervision in ("box", "mask"), "loss.supervision must be box or mask"),
             (t.trainable in ("all", "polygon_head"), "train.trainable must be all or polygon_head"),
+            (0 <= t.ema_decay < 1, "train.ema_decay must be in [0, 1) (0: no weight average)"),
             (lo.global_channel in ("contrast", "intensity"), "loss.global_channel must be contrast or intensity"),
             (lo.contrast_window >= 3 and lo.contrast_window % 2 == 1, "loss.contrast_window must be an odd number >= 3"),
             (lo.raster_size >= 8, "loss.raster_size must be >= 8"),

@@ -4,6 +4,8 @@
   curve of an uninterrupted run: the checkpoint stores model, optimiser, scheduler, grad scaler and torch RNG.
 - ``cancel`` (a ``threading.Event``) is polled between steps; cancelling writes a checkpoint of the last
   finished step, so nothing trained is lost.
+- With ``train.ema_decay`` > 0 an exponential moving average of the weights (``ema.py``) is kept beside them;
+  ``model.pt`` then holds the average (the model to use), ``last.pt`` both.
 - Under ``torchrun`` (WORLD_SIZE > 1) the model is wrapped in DistributedDataParallel (gloo on CPU, NCCL on
   CUDA); every rank trains on its own images and only rank 0 writes checkpoints and logs.
 """
@@ -24,6 +26,7 @@ from .checkpoint import CheckpointError, config_from_checkpoint, load_state, rea
 from .config import CellBoxifyConfig
 from .data.dataset import Source, StepBatches, collate_single
 from .device import autocast_enabled, pick_device
+from .ema import weight_average
 from .io_utils import atomic_write_text, remove_stale_temporaries
 from .losses import combine_losses
 
@@ -130,6 +133,8 @@ class Trainer:
                 if not name.startswith("roi_heads.polygon_head."):
                     param.requires_grad_(False)
         self.model.to(self.device)
+        # After loading and moving: the average starts as a copy of the model it follows.
+        self.ema = weight_average(self.model, config.train.ema_decay) if config.train.ema_decay > 0 else None
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=config.train.lr, weight_decay=config.train.weight_decay)
         t = config.train
@@ -156,6 +161,11 @@ class Trainer:
         return self.out_dir / "last.pt"
 
     @property
+    def inference_model(self) -> torch.nn.Module:
+        """The weights to evaluate and ship: the moving average when there is one, else the model."""
+        return self.ema.module if self.ema is not None else self.model
+
+    @property
     def weights_path(self) -> Path:
         return self.out_dir / "model.pt"
 
@@ -173,6 +183,8 @@ class Trainer:
         self.scheduler.load_state_dict(data["scheduler"])
         if "scaler" in data and self.amp:
             self.scaler.load_state_dict(data["scaler"])
+        if self.ema is not None and "ema" in data:  # else the average restarts from the resumed weights
+            self.ema.load_state_dict(data["ema"])
         self.step = int(data["step"])
         # A fine-tuning run resumes without its init weights: the checkpoint says whether it had a warm-up.
         self.pairwise_warmup_steps = int(data.get("pairwise_warmup_steps", self.pairwise_warmup_steps))
@@ -196,10 +208,12 @@ class Trainer:
             "pairwise_warmup_steps": self.pairwise_warmup_steps,
             "rng": torch.get_rng_state(),
         }
+        if self.ema is not None:
+            payload["ema"] = self.ema.state_dict()
         if torch.cuda.is_available():
             payload["cuda_rng"] = torch.cuda.get_rng_state_all()
         save_checkpoint(self.checkpoint_path, payload)
-        save_weights(self.weights_path, self.model, self.config, extra={"step": self.step})
+        save_weights(self.weights_path, self.inference_model, self.config, extra={"step": self.step})
 
     # ------------------------------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
@@ -292,6 +306,8 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
         self.step += 1
