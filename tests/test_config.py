@@ -154,3 +154,15 @@ def test_panel_training_settings_bound_crops_by_256_and_the_smallest_image():
     assert config.data.crop_size == 96 and config.train.checkpoint_every == 10
     apply_panel_training(config, 5, 20)
     assert config.data.crop_size == 32
+
+
+@pytest.mark.parametrize("name", ["livecell_cpu.yaml", "livecell_gpu.yaml"])
+def test_the_shipped_config_files_load_and_validate(name):
+    # They are what README's training commands pass; a typo in a key or value must fail here, not in a long run.
+    from pathlib import Path
+
+    config = CellBoxifyConfig.load(Path(__file__).resolve().parents[1] / "configs" / name)
+    config.validate()
+    assert config.model.backbone == "resnet18"
+    if name == "livecell_cpu.yaml":
+        assert config.train.ema_decay == 0.998 and config.train.lr == 0.0005
