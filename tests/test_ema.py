@@ -1,13 +1,8 @@
-import threading
-
 import pytest
 import torch
 
-from napari_cellboxify.checkpoint import read_checkpoint
 from napari_cellboxify.config import ConfigError
-from napari_cellboxify.data.dataset import SyntheticSource
 from napari_cellboxify.ema import warmed_decay, weight_average
-from napari_cellboxify.train import Trainer
 
 from conftest import tiny_config
 
@@ -45,28 +40,3 @@ def test_weight_average_rejects_a_decay_outside_zero_one():
     with pytest.raises(ConfigError, match="ema_decay"):
         config.validate()
 
-
-def _source(config):
-    return SyntheticSource(config, shape=(96, 96), n_cells=6)
-
-
-def test_trainer_ships_the_average_and_resumes_it_exactly(tmp_path):
-    config = tiny_config(steps=6)
-    config.train.ema_decay = 0.9
-    full = Trainer(config, _source(config), tmp_path / "full")
-    full.fit()
-    shipped = read_checkpoint(tmp_path / "full" / "model.pt")["model"]
-    average, last = full.ema.module.state_dict(), full.model.state_dict()
-    assert all(torch.equal(shipped[k], average[k]) for k in average)
-    assert any(not torch.equal(average[k], last[k]) for k in last)
-    assert full.inference_model is full.ema.module
-
-    cancel = threading.Event()
-    Trainer(config, _source(config), tmp_path / "split", cancel=cancel,
-            callbacks=[lambda info: cancel.set() if info.step == 3 else None]).fit()
-    resumed = Trainer(config, _source(config), tmp_path / "split")
-    assert resumed.resume() and resumed.step == 3
-    resumed.fit()
-    again = read_checkpoint(tmp_path / "split" / "model.pt")["model"]
-    for key in shipped:
-        torch.testing.assert_close(again[key], shipped[key], rtol=1e-5, atol=1e-6)

@@ -152,3 +152,27 @@ def test_errors_in_the_training_subprocess_reach_the_caller(tmp_path):
     with pytest.raises(RuntimeError, match="weights file not found"):
         run_to_end(train_in_subprocess(tiny_config(steps=2), json_path, images_dir, tmp_path / "run",
                                        init_weights=tmp_path / "missing.pt"))
+
+
+def test_trainer_ships_the_average_and_resumes_it_exactly(tmp_path):
+    import torch
+
+    config = tiny_config(steps=6)
+    config.train.ema_decay = 0.9
+    full = Trainer(config, _source(config), tmp_path / "full")
+    full.fit()
+    shipped = read_checkpoint(tmp_path / "full" / "model.pt")["model"]
+    average, last = full.ema.module.state_dict(), full.model.state_dict()
+    assert all(torch.equal(shipped[k], average[k]) for k in average)
+    assert any(not torch.equal(average[k], last[k]) for k in last)
+    assert full.inference_model is full.ema.module
+
+    cancel = threading.Event()
+    Trainer(config, _source(config), tmp_path / "split", cancel=cancel,
+            callbacks=[lambda info: cancel.set() if info.step == 3 else None]).fit()
+    resumed = Trainer(config, _source(config), tmp_path / "split")
+    assert resumed.resume() and resumed.step == 3
+    resumed.fit()
+    again = read_checkpoint(tmp_path / "split" / "model.pt")["model"]
+    for key in shipped:
+        torch.testing.assert_close(again[key], shipped[key], rtol=1e-5, atol=1e-6)

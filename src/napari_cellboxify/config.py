@@ -223,7 +223,7 @@ class CellBoxifyConfig:
             (m.polygon_init in ("ellipse", "box"), "model.polygon_init must be ellipse or box"),
             (m.image_scale > 0, "model.image_scale must be > 0"),
             (m.detections_per_img > 0, "model.detections_per_img must be > 0"),
-            (m.tta in TTA_MODES, "model.tta must be off, flips or flips+scales"),
+            (m.tta in TTA_MODES, f"model.tta must be {', '.join(TTA_MODES[:-1])} or {TTA_MODES[-1]}"),
             (lo.supervision in ("box", "mask"), "loss.supervision must be box or mask"),
             (t.trainable in ("all", "polygon_head"), "train.trainable must be all or polygon_head"),
             (0 <= t.ema_decay < 1, "train.ema_decay must be in [0, 1) (0: no weight average)"),
