@@ -7,7 +7,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from bench_errors import image_errors, rank_correlation  # noqa: E402
+from bench_errors import image_errors, moved_toward_cells, rank_correlation  # noqa: E402
 from bench_partial_boxes import quarter_boxes  # noqa: E402
 
 
@@ -31,3 +31,14 @@ def test_rank_correlation_and_quarter_selection():
     assert rank_correlation(np.array([1.0, 2, 3]), np.array([3.0, 2, 1])) == -1.0
     boxes = np.array([[0, 0, 10, 10], [90, 0, 100, 10], [0, 60, 10, 70], [40, 20, 60, 40]], np.float32)
     np.testing.assert_array_equal(quarter_boxes(boxes, (100, 100)), boxes[[0]])  # centre (50, 30) is not < 50
+
+
+def test_boxes_move_toward_the_cell_they_overlap_most_and_false_positives_stay():
+    gt = np.array([[0, 0, 10, 10], [20, 20, 40, 40]], np.float32)
+    boxes = np.array([[2, 2, 12, 12], [22, 18, 38, 38], [60, 60, 70, 70]], np.float32)  # IoU 0.47, 0.80, 0
+    half = moved_toward_cells(boxes, gt, 0.5)
+    np.testing.assert_allclose(half, [[1, 1, 11, 11], [21, 19, 39, 39], [60, 60, 70, 70]])
+    np.testing.assert_allclose(moved_toward_cells(boxes, gt, 1.0)[:2], gt)
+    np.testing.assert_allclose(moved_toward_cells(boxes, gt, 0.0), boxes)
+    assert moved_toward_cells(boxes, gt, 1.0, min_iou=0.5)[0].tolist() == [2, 2, 12, 12]  # below the overlap floor
+    assert moved_toward_cells(np.zeros((0, 4)), gt, 1.0).shape == (0, 4)
