@@ -14,8 +14,8 @@ Then, over each split, AP as it is and with every score replaced by the detectio
 an upper bound on what any rescoring (e.g. a learned localisation-quality head) could add. Last, what tighter
 boxes alone could add to the masks: every detection that overlaps a cell (box IoU >= 0.3) is moved a fraction of
 the way to that cell's box, its outline redrawn in the moved box, its score kept. At fraction 1 the boxes are
-perfect (what a box-refinement stage such as Cascade R-CNN's could reach at best), so the segm AP left below the
-outlines' own ceiling is the mask branch's share of the gap.
+perfect (what a box-refinement stage such as Cascade R-CNN's could reach at best), so what that row still lacks
+is owed to the outlines, the scores and the missed cells, not to loose boxes.
 
     python benchmarks/bench_errors.py [--weights W]
 """
