@@ -142,14 +142,15 @@ class CellBoxifyWidget(QWidget):
         self.zoom_spin.setRange(0.1, 8.0)
         self.zoom_spin.setSingleStep(0.25)
         self.zoom_spin.setValue(1.0)
-        self.zoom_spin.setToolTip("How much the network enlarges your image. The default weights learned LIVECell "
-                                  "(10x phase contrast): 0.5 if your cells are twice as large in pixels, 2 if half. "
-                                  "Fine-tuning trains at this zoom and keeps it with the weights.")
+        self.zoom_spin.setToolTip("How much the network enlarges your image. The default weights see LIVECell "
+                                  "(10x phase contrast) at 1.5: halve it if your cells are twice as large in pixels, "
+                                  "double it if half. Fine-tuning trains at this zoom and keeps it with the weights.")
         self.tta_combo = QComboBox()
         self.tta_combo.addItems(TTA_MODES)
         self.tta_combo.setToolTip("Test-time augmentation: segment the 8 flips/turns of the image (and, with "
-                                  "scales, two zooms) and merge the answers. Slower (flips ~9x, flips+scales ~14x "
-                                  "on a CPU), more accurate: +1.3 segm AP on LIVECell val with flips+scales.")
+                                  "scales, two zooms) and merge the answers. Slower (flips ~10x, flips+scales ~17x "
+                                  "on a CPU), more accurate: +1.3 / +1.7 segm AP on LIVECell val with the default "
+                                  "weights.")
         seg_form.addRow(self.segment_boxes_button)
         seg_form.addRow(self.segment_image_button)
         seg_form.addRow("Score threshold", self.score_spin)
