@@ -154,11 +154,16 @@ def test_panel_training_settings_bound_crops_by_256_and_the_smallest_image():
     assert config.data.crop_size == 96 and config.train.checkpoint_every == 10
     apply_panel_training(config, 5, 20)
     assert config.data.crop_size == 32
-    # the bound is on what the network sees: at 1.5x zoom (the default weights') a crop of 171 px becomes 256
+    # the crop is fixed as the network sees it: at 1.5x zoom (the default weights') 171 px become 256, at 0.5x 512
     config.model.image_scale = 1.5
     config.data.crop_size = 213
     apply_panel_training(config, 200, 520)
     assert config.data.crop_size == 171
+    config.model.image_scale = 0.5
+    apply_panel_training(config, 200, 520)
+    assert config.data.crop_size == 512
+    apply_panel_training(config, 200, 300)
+    assert config.data.crop_size == 300
 
 
 @pytest.mark.parametrize("name", ["livecell_cpu.yaml", "livecell_gpu.yaml"])

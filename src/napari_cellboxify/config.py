@@ -359,16 +359,16 @@ def fine_tune_config(trained: CellBoxifyConfig) -> CellBoxifyConfig:
 
 def apply_panel_training(config: CellBoxifyConfig, steps: int, smallest_side: int) -> None:
     """Set what the panel's *Fine-tune* trains with (in place): ``steps``, a checkpoint every tenth of them, a loss
-    point every step, and CPU-sized crops (at most 256 px as the network sees them, i.e. after the zoom
-    ``model.image_scale``; at most the smallest image side ``smallest_side``). Set the zoom first."""
+    point every step, and CPU-sized crops: 256 px as the network sees them, i.e. after the zoom
+    ``model.image_scale`` (set it first), at most the smallest image side ``smallest_side``."""
     config.train.steps = steps
     config.train.checkpoint_every = max(10, steps // 10)
     config.train.log_every = 1
-    crop = config.data.crop_size or 256
-    # A step's cost follows the pixels the network sees: bounding them keeps a fine-tune at 1.5x zoom (the default
-    # weights') as fast per step as one at 1x.
-    network_cap = max(1, round(256 / config.model.image_scale))
-    config.data.crop_size = max(32, min(crop, network_cap, smallest_side))
+    # A step's cost follows the pixels the network sees, so the crop is fixed there, not in the image: a fine-tune
+    # at 1.5x zoom (the default weights') costs per step what one at 1x does, and one at 0.5x still sees 256 px
+    # of context. The crop stored with the weights was sized for their own training machine, not this one.
+    crop = max(1, round(256 / config.model.image_scale))
+    config.data.crop_size = max(32, min(crop, smallest_side))
 
 
 def training_run_config(
