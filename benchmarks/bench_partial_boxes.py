@@ -99,7 +99,8 @@ def main(argv=None) -> int:
     for name, n, s, _ in rows:
         lines.append(f"| {name} | {n} | {s['bbox']:.2f} | {s['segm']:.2f} | {s['bbox_kind']:.2f} | {s['segm_kind']:.2f} |")
     body = (f"{args.steps} fine-tuning steps per arm from the shipped default weights with the panel's settings "
-            f"(Adam 1e-4, 2 crops of 256 px as the network sees them, zoom {config.model.image_scale:g}, seed {args.seed}) on one image of {shape[1]}×{shape[0]} px with "
+            f"(Adam 1e-4, 2 crops of 256 px as the network sees them, zoom {start.config.model.image_scale:g}, "
+            f"seed {args.seed}) on one image of {shape[1]}×{shape[0]} px with "
             f"{len(entry.boxes_xyxy)} cells; the quarter holds {len(quarter)} of them. Scored on livecell-mini val "
             "(5 images, 892 cells; LIVECell COCO settings, AP in %).\n\n" + "\n".join(lines))
     write_section("Fine-tuning on a partly boxed image" + (f" (seed {args.seed})" if args.seed else ""), body)

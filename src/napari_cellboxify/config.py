@@ -367,8 +367,7 @@ def apply_panel_training(config: CellBoxifyConfig, steps: int, smallest_side: in
     # A step's cost follows the pixels the network sees, so the crop is fixed there, not in the image: a fine-tune
     # at 1.5x zoom (the default weights') costs per step what one at 1x does, and one at 0.5x still sees 256 px
     # of context. The crop stored with the weights was sized for their own training machine, not this one.
-    crop = max(1, round(256 / config.model.image_scale))
-    config.data.crop_size = max(32, min(crop, smallest_side))
+    config.data.crop_size = max(32, min(round(256 / config.model.image_scale), smallest_side))
 
 
 def training_run_config(
