@@ -1,0 +1,84 @@
+"""How much the zoom matters: one set of weights run at several values of ``model.image_scale`` on livecell-mini.
+
+The zoom (the *Zoom* box of the panel, ``--set model.image_scale=Z`` on the command line) is the one setting a
+user must match to their magnification. For each split and zoom this segments every image and reports bbox /
+segm AP (LIVECell's COCO settings), segm AP75, segm AP per cell type, detections per image (score >= 0.5) and
+the time per image; then "best zoom per image": the pooled AP when each image is segmented at the zoom that
+scored best *on its own labels*, an upper bound for any rule that picks a zoom per image.
+
+    python benchmarks/bench_zoom.py [--weights W] [--zooms 0.75 1 1.25 1.5 1.75 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import livecell_mini_args, livecell_mini_missing, shown, write_section  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    livecell_mini_args(parser)
+    parser.add_argument("--zooms", type=float, nargs="+", default=[0.75, 1.0, 1.25, 1.5, 1.75, 2.0])
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    args = parser.parse_args(argv)
+    if livecell_mini_missing(args.data):
+        return 0
+    from napari_cellboxify.data.coco import load_coco
+    from napari_cellboxify.data.images import read_image
+    from napari_cellboxify.evaluate import coco_eval, evaluate_detections, prediction_to_coco
+    from napari_cellboxify.predict import Predictor
+
+    predictor = Predictor.from_weights(args.weights, device=args.device)
+    own_zoom = predictor.image_scale
+    rows = ["| split | zoom | bbox AP | segm AP | segm AP75 | segm AP per cell type | detections ≥ 0.5 / image "
+            "| s / image |", "|---|---|---|---|---|---|---|---|"]
+    best_rows = []
+    for split in ("train", "val"):
+        coco = load_coco(args.data / split / "annotations.json", args.data / split / "images")
+        gt = coco.pycocotools()
+        for ann in gt.dataset["annotations"]:  # as evaluate_detections does: COCOeval needs an area per GT
+            ann.setdefault("area", ann["bbox"][2] * ann["bbox"][3])
+        images = [read_image(entry.path) for entry in coco.images]
+        per_image: dict[int, list[tuple[float, float, list[dict]]]] = {entry.id: [] for entry in coco.images}
+        for zoom in args.zooms:
+            predictor.image_scale = zoom
+            detections, seconds, counts = [], [], []
+            for entry, image in zip(coco.images, images):
+                start = time.perf_counter()
+                pred = predictor.segment_image(image, score_threshold=0.05)
+                seconds.append(time.perf_counter() - start)
+                counts.append(int((pred.scores >= 0.5).sum()))
+                dets = prediction_to_coco(pred, entry.id)
+                per_image[entry.id].append((coco_eval(gt, dets, "segm", [entry.id])["AP"], zoom, dets))
+                detections += dets
+            m = evaluate_detections(coco, detections)
+            per_type = ", ".join(f"{k} {v['segm_AP']:.1f}" for k, v in m["per_cell_type"].items())
+            mark = " (the weights' own)" if zoom == own_zoom else ""
+            rows.append(f"| {split} | {zoom:g}{mark} | {m['bbox']['AP']:.2f} | {m['segm']['AP']:.2f} "
+                        f"| {m['segm']['AP75']:.2f} | {per_type} | {np.mean(counts):.0f} "
+                        f"| {np.mean(seconds):.2f} |")
+            print(rows[-1], flush=True)
+        best = [max(options, key=lambda o: o[0]) for options in per_image.values()]
+        pooled = coco_eval(gt, [d for _, _, dets in best for d in dets], "segm")["AP"]
+        chosen = ", ".join(f"{Path(entry.file_name).name.split('_')[0]} {zoom:g}"
+                           for entry, (_, zoom, _) in zip(coco.images, best))
+        best_rows.append(f"| {split} | {pooled:.2f} | {chosen} |")
+    predictor.image_scale = own_zoom
+    weights = shown(args.weights) if args.weights else "the shipped default weights"
+    body = (f"{weights} (trained at zoom {own_zoom:g}) on livecell-mini at each zoom; score ≥ 0.05, LIVECell's COCO "
+            "settings, AP in %; time: `segment_image` per image on the machine above.\n\n" + "\n".join(rows)
+            + "\n\nBest zoom per image (chosen with each image's own labels, so an upper bound):\n\n"
+            "| split | pooled segm AP | zoom chosen per image |\n|---|---|---|\n" + "\n".join(best_rows))
+    write_section("Zoom sensitivity", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
