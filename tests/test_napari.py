@@ -89,6 +89,36 @@ def test_fine_tuning_a_partly_boxed_image_says_where_it_trains(widget, qtbot):
     assert w.predictor is not None
 
 
+def test_fit_zoom_to_my_boxes_sets_the_zoom_from_them(widget, qtbot, livecell_dir, monkeypatch):
+    # A172 cells on this val image are larger than in train: boxing them moves the default weights' zoom
+    # (1.5) down (bbox AP 13 at 0.75 vs 5 at 1.5, benchmarks/RESULTS.md "Zoom sensitivity").
+    from pathlib import Path
+
+    from napari_cellboxify.data.images import read_image
+
+    viewer, w = widget
+    coco = json.loads((livecell_dir / "val" / "annotations.json").read_text())
+    entry = next(i for i in coco["images"] if i["file_name"].startswith("A172"))
+    boxes = np.array([a["bbox"] for a in coco["annotations"] if a["image_id"] == entry["id"]], np.float32)
+    boxes[:, 2:] += boxes[:, :2]
+    viewer.add_image(read_image(livecell_dir / "val" / "images" / entry["file_name"]), name="A172")
+    shipped = Path(__file__).resolve().parents[1] / "weights" / "cellboxify_livecell_boxes.pt"
+    if not shipped.exists():
+        pytest.skip("no default weights in weights/")
+    w.load_weights(shipped)
+    assert w.zoom_spin.value() == 1.5
+    shown = []
+    monkeypatch.setattr("napari_cellboxify._napari.widget.show_error", lambda msg: shown.append(msg))
+    w.new_boxes_layer()
+    w.fit_zoom()  # no boxes yet: a message, not a traceback
+    assert len(shown) == 1 and "draw boxes" in shown[0]
+    w.boxes_layer().add_rectangles(boxes_to_rectangles(boxes))
+    w.fit_zoom()
+    assert not w.segment_image_button.isEnabled()  # busy while it runs off the event loop
+    qtbot.waitUntil(lambda: w.fit_zoom_button.isEnabled(), timeout=180_000)
+    assert w.zoom_spin.value() < 1.5 and len(shown) == 1  # and no new error
+
+
 def test_cancel_during_training_keeps_the_last_checkpoint(widget, qtbot, tmp_path):
     viewer, w = widget
     syn = synthetic_cells((128, 128), 8, seed=4)

@@ -1,4 +1,4 @@
-"""``cellboxify``: train / evaluate / predict / export from the command line (a thin skin over the core).
+"""``cellboxify``: train / evaluate / predict / export / fit-zoom from the command line (a thin skin over the core).
 
 Bad arguments get one line and exit code 2; unusable inputs (files, weights, images) get one line and exit
 code 1. No traceback reaches the user unless CELLBOXIFY_DEBUG=1.
@@ -47,7 +47,7 @@ def _nonneg_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cellboxify", description="Instance masks of cells from a model trained on boxes.")
     parser.add_argument("--version", action="version", version=_version())
-    sub = parser.add_subparsers(dest="verb", metavar="{train,evaluate,predict,export}", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="verb", metavar="{train,evaluate,predict,export,fit-zoom}", parser_class=_Parser)
 
     t = sub.add_parser("train", help="train or fine-tune on a COCO file (box-only by default)",
                        description="Train CellBoxify on COCO annotations. Box supervision reads only 'bbox'.")
@@ -98,6 +98,17 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("source", type=Path, help="run folder (its last.pt) or a checkpoint/weights file")
     x.add_argument("--out", required=True, type=Path, help="weights file to write")
     x.add_argument("--half", action="store_true", help="store float16 weights (half the size)")
+
+    z = sub.add_parser("fit-zoom", help="choose the zoom for your images from boxes you drew",
+                       description="Detect cells at several zooms around the weights' own and print the one whose "
+                       "boxes match yours best (COCO bbox AP, inside the rectangle around your boxes: box every "
+                       "cell in it). Pass the answer to predict/evaluate as --set model.image_scale=Z.")
+    z.add_argument("--data", required=True, type=Path, help="COCO file with your boxes (e.g. the panel's export)")
+    z.add_argument("--images", required=True, type=Path, help="folder the COCO file_names are relative to")
+    z.add_argument("--weights", type=Path, help="weights file (default: the shipped weights)")
+    z.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="inference settings, e.g. --set model.image_scale=0.5 to search around 0.5 (repeatable)")
+    z.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     return parser
 
 
@@ -129,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export}[
+        return {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export,
+                "fit-zoom": cmd_fit_zoom}[
             args.verb
         ](args)
     except KeyboardInterrupt:
@@ -288,6 +300,27 @@ def cmd_export(args) -> int:
     load_state(model, data["model"], source)
     save_weights(args.out, model, config, half=args.half, extra={"step": data.get("step")})
     print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_fit_zoom(args) -> int:
+    from .data.coco import load_coco
+    from .data.images import read_image
+    from .predict import Predictor
+    from .progress import tqdm_callback
+    from .zoom_fit import ZOOM_FACTORS, fit_zoom
+
+    predictor = Predictor.from_weights(args.weights, device=args.device, overrides=args.overrides)
+    coco = load_coco(args.data, args.images)
+    items = [(read_image(entry.path), entry.boxes_xyxy) for entry in coco.images if len(entry.boxes_xyxy)]
+    if not items:
+        raise ValueError(f"{args.data} has no boxes: draw boxes around a few cells first")
+    with tqdm_callback(len(items) * len(ZOOM_FACTORS), "fit-zoom") as progress:
+        fit = fit_zoom(predictor, items, progress=progress)
+    for zoom, ap in sorted(fit.box_ap.items()):
+        mark = "  <- best" if zoom == fit.zoom else ""
+        print(f"zoom {zoom:.2f}: bbox AP against your boxes {ap:.2f}{mark}")
+    print(f"use --set model.image_scale={fit.zoom:g}")
     return 0
 
 

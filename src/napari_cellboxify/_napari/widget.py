@@ -32,6 +32,7 @@ from ..predict import Predictor
 from ..shapes import boxes_to_rectangles, shapes_to_boxes
 from ..train_process import train_in_subprocess
 from ..weights import WeightsError, default_weights_path
+from ..zoom_fit import fit_zoom
 from .io import BOX_STYLE
 
 # The imports above are done here, on the main thread, on purpose: a first import inside a worker thread
@@ -145,6 +146,11 @@ class CellBoxifyWidget(QWidget):
         self.zoom_spin.setToolTip("How much the network enlarges your image. The default weights see LIVECell "
                                   "(10x phase contrast) at 1.5: halve it if your cells are twice as large in pixels, "
                                   "double it if half. Fine-tuning trains at this zoom and keeps it with the weights.")
+        self.fit_zoom_button = QPushButton("Fit zoom to my boxes")
+        self.fit_zoom_button.setToolTip("Detect cells at six zooms around this one and keep the zoom whose boxes "
+                                        "match yours best (box every cell inside the rectangle around your boxes). "
+                                        "A few seconds per boxed image on a CPU.")
+        self.fit_zoom_button.clicked.connect(self.fit_zoom)
         self.tta_combo = QComboBox()
         self.tta_combo.addItems(TTA_MODES)
         self.tta_combo.setToolTip("Test-time augmentation: segment the 8 flips/turns of the image (and, with "
@@ -156,6 +162,7 @@ class CellBoxifyWidget(QWidget):
         seg_form.addRow("Score threshold", self.score_spin)
         seg_form.addRow("Max detections", self.max_dets_spin)
         seg_form.addRow("Zoom", self.zoom_spin)
+        seg_form.addRow(self.fit_zoom_button)
         seg_form.addRow("Test-time augm.", self.tta_combo)
         seg_form.addRow(self.all_planes_check)
         layout.addWidget(seg)
@@ -395,8 +402,33 @@ class CellBoxifyWidget(QWidget):
         self.busy_worker = worker
         worker.start()
 
+    @guarded
+    def fit_zoom(self) -> None:
+        predictor = self._require_model()
+        image = self.image_layer()
+        converted = self.read_boxes(image, self.boxes_layer())
+        items = [(self.plane_image(image, plane), boxes) for plane, boxes in sorted(converted.boxes.items())]
+        if not items:
+            raise RuntimeError("draw boxes around a few cells first: the zoom is chosen to match them")
+
+        def work():
+            return fit_zoom(predictor, items)
+
+        def done(fit) -> None:
+            self.zoom_spin.setValue(fit.zoom)
+            show_info(f"CellBoxify: zoom {fit.zoom:.2f} (bbox AP against your boxes at each zoom: {fit.summary()})")
+
+        worker = create_worker(work, _progress={"desc": "CellBoxify: fitting the zoom"})
+        worker.returned.connect(done)
+        worker.errored.connect(lambda exc: show_error(f"CellBoxify: fitting the zoom failed: {exc}"))
+        worker.finished.connect(lambda: self._set_busy(False))
+        self._set_busy(True)
+        self.busy_worker = worker
+        worker.start()
+
     def _set_busy(self, busy: bool) -> None:
-        for button in (self.segment_boxes_button, self.segment_image_button, self.export_button):
+        for button in (self.segment_boxes_button, self.segment_image_button, self.export_button,
+                       self.fit_zoom_button):
             button.setEnabled(not busy)
 
     @guarded

@@ -1,0 +1,113 @@
+"""Choose the zoom from the user's boxes: the zoom at which the detector's boxes match theirs best.
+
+The zoom (``model.image_scale``) must fit the cells' size in pixels, and cells of one type vary: on LIVECell val
+the default weights (trained at 1.5) gave pooled segm AP 19.90 at their own zoom, while each image segmented at
+the zoom that matched its boxes best gave 22.03 (large flat A172 and SKOV3 cells wanted 0.75, SkBr3 1.75; train,
+which the weights were tuned on: 15.69 -> 15.73). Boxes are what a CellBoxify user draws anyway, so they can
+choose the zoom before any fine-tuning, in a few seconds: detection only (no outlines) at a handful of zooms
+around the current one, scored by COCO bbox AP against the boxes (benchmarks/bench_zoom.py).
+
+Only the rectangle around the boxes is searched (data/annotated_area.py, the rule fine-tuning follows): a user
+who boxed one corner of an image has said nothing about cells elsewhere, but should box every cell inside that
+rectangle. Cutting the image to it also keeps the search fast on large images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .data.annotated_area import annotated_area
+
+# Zooms tried, as factors of the current one: 0.75-2.0 for weights at 1.5, the range measured in bench_zoom.py.
+# Farther zooms are one more click away (set the Zoom near them and fit again).
+ZOOM_FACTORS = (0.5, 2 / 3, 5 / 6, 1.0, 7 / 6, 4 / 3)
+
+
+@dataclass
+class ZoomFit:
+    """The chosen ``zoom`` and the bbox AP (0-100) against the user's boxes at every zoom tried."""
+
+    zoom: float
+    box_ap: dict[float, float] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        return ", ".join(f"{z:.2f}: {ap:.1f}" for z, ap in sorted(self.box_ap.items()))
+
+
+def box_ap(truth: list[np.ndarray], found: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """COCO bbox AP (0-100, LIVECell's settings) of ``found`` [(boxes XYXY, scores), ...] against ``truth``
+    [boxes XYXY, ...], one entry per image."""
+    from pycocotools.coco import COCO
+
+    from .evaluate import coco_eval
+
+    images, annotations, detections = [], [], []
+    for i, (gt, (boxes, scores)) in enumerate(zip(truth, found), start=1):
+        images.append({"id": i})
+        for b in np.asarray(gt, dtype=np.float64).reshape(-1, 4):
+            w, h = b[2] - b[0], b[3] - b[1]
+            annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": 1, "iscrowd": 0,
+                                "bbox": [b[0], b[1], w, h], "area": w * h})
+        for b, s in zip(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), scores):
+            detections.append({"image_id": i, "category_id": 1, "score": float(s),
+                               "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]})
+    gt = COCO()
+    gt.dataset = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "cell"}]}
+    _quiet(gt.createIndex)  # pycocotools prints while indexing
+    return coco_eval(gt, detections, "bbox")["AP"]
+
+
+def _quiet(fn):
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return fn()
+
+
+@torch.no_grad()
+def fit_zoom(predictor, items: list[tuple[np.ndarray, np.ndarray]], factors=ZOOM_FACTORS,
+             progress: Callable[[int, int], None] | None = None) -> ZoomFit:
+    """The zoom, among ``factors`` x the predictor's current one, whose detections best match the boxes.
+
+    Args:
+        predictor: a ``Predictor``; its zoom is left as it was (set ``predictor.image_scale`` to the answer).
+        items: ``[(image, boxes_xyxy), ...]``, the images the user boxed and their boxes (image pixels); images
+            without boxes are skipped.
+        progress: called with (done, total) after each image at each zoom.
+
+    Ties (within 0.05 AP) go to the zoom nearest the current one: without evidence, keep what the weights know.
+    """
+    inputs, truth = [], []
+    for image, boxes in items:
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        if len(boxes) and min(image.shape[:2]) >= 8:  # smaller cannot hold a cell at any zoom
+            # Normalised as a whole (contrast as in prediction), then cut to the boxes' rectangle.
+            y0, y1, x0, x1 = annotated_area(boxes, image.shape[:2])
+            inputs.append(predictor.prepare(image)[:, y0:y1, x0:x1])
+            truth.append(boxes - np.array([x0, y0, x0, y0], np.float32))
+    if not inputs:
+        raise ValueError("draw boxes around a few cells first: the zoom is chosen to match them")
+    model, base = predictor.model, predictor.image_scale
+    total, done = len(factors) * len(inputs), 0
+    fit = ZoomFit(zoom=base)
+    try:
+        for factor in factors:
+            model.transform.image_scale = base * factor
+            found = []
+            for tensor in inputs:
+                boxes, scores = model.detect(model.encode(tensor))
+                found.append((boxes.float().cpu().numpy(), scores.float().cpu().numpy()))
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+            fit.box_ap[round(base * factor, 4)] = box_ap(truth, found)
+    finally:
+        model.transform.image_scale = base
+    best = max(fit.box_ap.values())
+    fit.zoom = min((z for z, ap in fit.box_ap.items() if ap >= best - 0.05), key=lambda z: abs(np.log(z / base)))
+    return fit
