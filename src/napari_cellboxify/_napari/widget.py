@@ -145,8 +145,8 @@ class CellBoxifyWidget(QWidget):
         self.zoom_spin.setValue(1.0)
         self.zoom_spin.setToolTip("How much the network enlarges your image. The default weights see LIVECell "
                                   "(10x phase contrast) at 1.5: halve it if your cells are twice as large in pixels, "
-                                  "double it if half, or let Fit zoom to my boxes choose. Fine-tuning trains at this zoom and "
-                                  "keeps it with the weights.")
+                                  "double it if half, or let Fit zoom to my boxes choose. Fine-tuning trains at "
+                                  "this zoom and keeps it with the weights.")
         self.fit_zoom_button = QPushButton("Fit zoom to my boxes")
         self.fit_zoom_button.setToolTip("Detect cells at six zooms around this one and keep the zoom whose boxes "
                                         "match yours best (box every cell inside the rectangle around your boxes). "
