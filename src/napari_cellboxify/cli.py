@@ -1,4 +1,4 @@
-"""``cellboxify``: train / evaluate / predict / export / fit-zoom from the command line (a thin skin over the core).
+"""``cellboxify``: train / evaluate / predict / export / fit-zoom on the command line (a thin skin over the core).
 
 Bad arguments get one line and exit code 2; unusable inputs (files, weights, images) get one line and exit
 code 1. No traceback reaches the user unless CELLBOXIFY_DEBUG=1.
@@ -47,7 +47,8 @@ def _nonneg_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cellboxify", description="Instance masks of cells from a model trained on boxes.")
     parser.add_argument("--version", action="version", version=_version())
-    sub = parser.add_subparsers(dest="verb", metavar="{train,evaluate,predict,export,fit-zoom}", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="verb", metavar="{train,evaluate,predict,export,fit-zoom}",
+                                parser_class=_Parser)
 
     t = sub.add_parser("train", help="train or fine-tune on a COCO file (box-only by default)",
                        description="Train CellBoxify on COCO annotations. Box supervision reads only 'bbox'.")
