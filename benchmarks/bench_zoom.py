@@ -45,9 +45,7 @@ def main(argv=None) -> int:
     best_rows = []
     for split in ("train", "val"):
         coco = load_coco(args.data / split / "annotations.json", args.data / split / "images")
-        gt = coco.pycocotools()
-        for ann in gt.dataset["annotations"]:  # as evaluate_detections does: COCOeval needs an area per GT
-            ann.setdefault("area", ann["bbox"][2] * ann["bbox"][3])
+        gt = coco.pycocotools()  # load_coco has given every annotation the area COCOeval needs
         images = [read_image(entry.path) for entry in coco.images]
         per_image: dict[int, list[tuple[float, float, list[dict]]]] = {entry.id: [] for entry in coco.images}
         for zoom in args.zooms:

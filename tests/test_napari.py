@@ -94,14 +94,14 @@ def test_fit_zoom_to_my_boxes_sets_the_zoom_from_them(widget, qtbot, livecell_di
     # (1.5) down (bbox AP 13 at 0.75 vs 5 at 1.5, benchmarks/RESULTS.md "Zoom sensitivity").
     from pathlib import Path
 
+    from napari_cellboxify.data.coco import load_coco
     from napari_cellboxify.data.images import read_image
 
     viewer, w = widget
-    coco = json.loads((livecell_dir / "val" / "annotations.json").read_text())
-    entry = next(i for i in coco["images"] if i["file_name"].startswith("A172"))
-    boxes = np.array([a["bbox"] for a in coco["annotations"] if a["image_id"] == entry["id"]], np.float32)
-    boxes[:, 2:] += boxes[:, :2]
-    viewer.add_image(read_image(livecell_dir / "val" / "images" / entry["file_name"]), name="A172")
+    val = load_coco(livecell_dir / "val" / "annotations.json", livecell_dir / "val" / "images")
+    entry = next(e for e in val.images if e.file_name.startswith("A172"))
+    boxes = entry.boxes_xyxy
+    viewer.add_image(read_image(entry.path), name="A172")
     shipped = Path(__file__).resolve().parents[1] / "weights" / "cellboxify_livecell_boxes.pt"
     if not shipped.exists():
         pytest.skip("no default weights in weights/")

@@ -41,13 +41,12 @@ def test_fit_zoom_tries_each_zoom_around_the_current_one_and_restores_it():
 
 
 def _val_image_and_boxes(livecell_dir, prefix):
+    from napari_cellboxify.data.coco import load_coco
     from napari_cellboxify.data.images import read_image
 
-    coco = json.loads((livecell_dir / "val" / "annotations.json").read_text())
-    entry = next(i for i in coco["images"] if i["file_name"].startswith(prefix))
-    boxes = np.array([a["bbox"] for a in coco["annotations"] if a["image_id"] == entry["id"]], np.float32)
-    boxes[:, 2:] += boxes[:, :2]
-    return read_image(livecell_dir / "val" / "images" / entry["file_name"]), boxes
+    val = load_coco(livecell_dir / "val" / "annotations.json", livecell_dir / "val" / "images")
+    entry = next(e for e in val.images if e.file_name.startswith(prefix))
+    return read_image(entry.path), entry.boxes_xyxy
 
 
 def test_boxes_of_large_cells_pull_the_default_weights_zoom_down(livecell_dir):

@@ -42,32 +42,16 @@ class ZoomFit:
 def box_ap(truth: list[np.ndarray], found: list[tuple[np.ndarray, np.ndarray]]) -> float:
     """COCO bbox AP (0-100, LIVECell's settings) of ``found`` [(boxes XYXY, scores), ...] against ``truth``
     [boxes XYXY, ...], one entry per image."""
-    from pycocotools.coco import COCO
-
+    from .data.coco import coco_index
     from .evaluate import coco_eval
+    from .export import boxes_coco
 
-    images, annotations, detections = [], [], []
-    for i, (gt, (boxes, scores)) in enumerate(zip(truth, found), start=1):
-        images.append({"id": i})
-        for b in np.asarray(gt, dtype=np.float64).reshape(-1, 4):
-            w, h = b[2] - b[0], b[3] - b[1]
-            annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": 1, "iscrowd": 0,
-                                "bbox": [b[0], b[1], w, h], "area": w * h})
-        for b, s in zip(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), scores):
-            detections.append({"image_id": i, "category_id": 1, "score": float(s),
-                               "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]})
-    gt = COCO()
-    gt.dataset = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "cell"}]}
-    _quiet(gt.createIndex)  # pycocotools prints while indexing
+    # Image ids 1..N in order, as boxes_coco numbers them; image sizes play no part in bbox AP.
+    gt = coco_index(boxes_coco([(str(i), (0, 0), boxes) for i, boxes in enumerate(truth, start=1)]))
+    detections = [{"image_id": i, "category_id": 1, "score": float(s), "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]}
+                  for i, (boxes, scores) in enumerate(found, start=1)
+                  for b, s in zip(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), scores)]
     return coco_eval(gt, detections, "bbox")["AP"]
-
-
-def _quiet(fn):
-    import contextlib
-    import io
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        return fn()
 
 
 @torch.no_grad()

@@ -397,11 +397,7 @@ class CellBoxifyWidget(QWidget):
 
         worker = create_worker(work, _progress={"total": len(planes), "desc": "CellBoxify: segmenting"})
         worker.yielded.connect(lambda item: self.show_prediction(image, item[0], item[1]))
-        worker.errored.connect(lambda exc: show_error(f"CellBoxify: segmentation failed: {exc}"))
-        worker.finished.connect(lambda: self._set_busy(False))
-        self._set_busy(True)
-        self.busy_worker = worker
-        worker.start()
+        self._start_busy(worker, "segmentation")
 
     @guarded
     def fit_zoom(self) -> None:
@@ -421,7 +417,11 @@ class CellBoxifyWidget(QWidget):
 
         worker = create_worker(work, _progress={"desc": "CellBoxify: fitting the zoom"})
         worker.returned.connect(done)
-        worker.errored.connect(lambda exc: show_error(f"CellBoxify: fitting the zoom failed: {exc}"))
+        self._start_busy(worker, "fitting the zoom")
+
+    def _start_busy(self, worker, what: str) -> None:
+        """Run ``worker`` with the segment/fit/export buttons disabled; its failure becomes a notification."""
+        worker.errored.connect(lambda exc: show_error(f"CellBoxify: {what} failed: {exc}"))
         worker.finished.connect(lambda: self._set_busy(False))
         self._set_busy(True)
         self.busy_worker = worker

@@ -87,13 +87,18 @@ class CocoFile:
 
     def pycocotools(self):
         """The pycocotools index of the (validated) data, built quietly."""
-        from pycocotools.coco import COCO
+        return coco_index(self.data)
 
-        coco = COCO()
-        coco.dataset = self.data
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco.createIndex()
-        return coco
+
+def coco_index(data: dict[str, Any]):
+    """A pycocotools ``COCO`` over a COCO dict, built without pycocotools' prints."""
+    from pycocotools.coco import COCO
+
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
 
 
 def load_coco(path: str | Path, images_dir: str | Path, require_images: bool = True) -> CocoFile:
