@@ -57,7 +57,7 @@ def main(argv=None) -> int:
                 seconds.append(time.perf_counter() - start)
                 counts.append(int((pred.scores >= 0.5).sum()))
                 dets = prediction_to_coco(pred, entry.id)
-                per_image[entry.id].append((coco_eval(gt, dets, "segm", [entry.id])["AP"], zoom, dets))
+                per_image[entry.id].append((coco_eval(gt, dets, "segm", [entry.id], sizes=False)["AP"], zoom, dets))
                 detections += dets
             m = evaluate_detections(coco, detections)
             per_type = ", ".join(f"{k} {v['segm_AP']:.1f}" for k, v in m["per_cell_type"].items())
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
                 picked.append((zoom, done[zoom]))
             choices[label] = picked
         for label, picked in choices.items():
-            pooled = coco_eval(gt, [d for _, dets in picked for d in dets], "segm")["AP"]
+            pooled = coco_eval(gt, [d for _, dets in picked for d in dets], "segm", sizes=False)["AP"]
             chosen = ", ".join(f"{Path(entry.file_name).name.split('_')[0]} {zoom:g}"
                                for entry, (zoom, _) in zip(coco.images, picked))
             best_rows.append(f"| {split} | {label} | {pooled:.2f} | {chosen} |")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from napari_cellboxify.geometry import box_inscribed_ellipse, polygons_to_masks
-from napari_cellboxify.model.paste import polygons_to_masks_torch
+from napari_cellboxify.model.paste import fill_windows, polygons_to_masks_torch
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -49,3 +49,21 @@ def test_star_and_degenerate_polygons():
 def test_empty_input():
     got = polygons_to_masks_torch(torch.zeros((0, 64, 2)), (30, 40))
     assert got.shape == (0, 30, 40) and got.dtype == torch.bool
+
+
+def test_window_fill_of_stacked_outlines_matches_one_by_one():
+    """TTA fills every view's outline of an object in that object's window (fill_windows with S > 1)."""
+    polys = torch.from_numpy(_polygons(40, seed=1)[:-1])  # the last one lies outside the image
+    lo = torch.floor(polys.amin(dim=1)).long().clamp(min=0) + 1  # windows that cut some outlines off
+    size = torch.full((len(polys), 2), 30, dtype=torch.long)
+    views = torch.stack([polys, polys + 3.0, polys.flip(1)])  # a shifted and a reversed copy
+    stacked = fill_windows(views, lo, size, 30, 30)
+    assert stacked.shape == (3, len(polys), 30, 30) and stacked.any()
+    for s in range(3):
+        np.testing.assert_array_equal(stacked[s].numpy(), fill_windows(views[s : s + 1], lo, size, 30, 30)[0].numpy())
+    # and each window holds the pixels of the full-image mask there
+    full = polygons_to_masks(polys.numpy(), (560, 740))
+    for k in range(len(polys)):
+        c, r = lo[k].tolist()
+        window = full[k, r : r + 30, c : c + 30]
+        assert (stacked[0, k, : window.shape[0], : window.shape[1]].numpy() != window).sum() <= 1

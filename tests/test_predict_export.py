@@ -112,6 +112,25 @@ def test_coco_eval_gives_100_for_the_ground_truth_itself(synthetic_coco):
     assert coco_eval(gt, dets, "bbox")["AP50"] == pytest.approx(100.0)
 
 
+def test_coco_eval_without_size_ranges_gives_the_same_ap(synthetic_coco):
+    """``sizes=False`` (fit-zoom's fast path) must not change AP, AP50 or AP75: only the size breakdown goes."""
+    json_path, images_dir = synthetic_coco
+    gt = load_coco(json_path, images_dir).pycocotools()
+    rng = np.random.default_rng(0)
+    dets = []
+    for ann in gt.dataset["annotations"]:  # shifted boxes with random scores, and one false positive per cell
+        x, y, w, h = ann["bbox"]
+        dets.append({"image_id": ann["image_id"], "category_id": 1, "score": float(rng.random()),
+                     "bbox": [x + rng.normal(0, w / 6), y + rng.normal(0, h / 6), w, h]})
+        dets.append({"image_id": ann["image_id"], "category_id": 1, "score": float(rng.random()),
+                     "bbox": [x + 2 * w, y, w, h]})
+    full, fast = coco_eval(gt, dets, "bbox"), coco_eval(gt, dets, "bbox", sizes=False)
+    assert 5 < full["AP"] < 95
+    for name in ("AP", "AP50", "AP75"):
+        assert fast[name] == pytest.approx(full[name])
+    assert fast["APs"] == fast["APm"] == fast["APl"] == 0.0
+
+
 def test_prediction_to_coco_uses_rle():
     pred = Prediction(np.array([[[2, 2], [12, 2], [12, 10], [2, 10]]], np.float32), np.array([[2, 2, 12, 10]], np.float32),
                       np.array([0.9], np.float32), (20, 20))

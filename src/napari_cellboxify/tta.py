@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from skimage.measure import find_contours
 
-from .geometry import polygon_to_mask, resample_polygon
+from .geometry import resample_polygon
+from .model.paste import fill_windows, window_chunks
 
 # A view is (k, zoom): k's bit 0 flips left-right, bit 1 flips up-down, bit 2 then transposes (8 = the dihedral
 # group of the square); zoom multiplies the model's image scale. One entry per config.TTA_MODES setting.
@@ -129,35 +130,40 @@ def weighted_box_fusion(boxes: list[np.ndarray], scores: list[np.ndarray], iou_t
     return fused[:count][order].astype(np.float32), fused_scores[order].astype(np.float32), support[order]
 
 
-def average_outlines(polygons: list[np.ndarray], boxes: np.ndarray, shape: tuple[int, int],
-                     num_vertices: int) -> np.ndarray:
+def average_outlines(polygons: list, boxes: np.ndarray, shape: tuple[int, int], num_vertices: int) -> np.ndarray:
     """One polygon per box from several outlines of it: the 0.5 contour of their mean mask.
 
-    ``polygons[v]`` is (N, V, 2) (x, y) in the image frame, one outline of each of the N ``boxes`` per view. The
-    masks are averaged in each box's crop (pixel centres at +0.5, as ``polygon_to_mask``), the longest 0.5 contour
-    is resampled to ``num_vertices`` points. Where no pixel reaches 0.5 the first view's outline is kept.
+    ``polygons[v]`` is (N, V, 2) (x, y) in the image frame (array or tensor; a tensor is filled on its device),
+    one outline of each of the N ``boxes`` per view. The masks are averaged in each box's window, one pixel wider
+    (pixel centres at +0.5, as ``polygon_to_mask``); the longest 0.5 contour is resampled to ``num_vertices``
+    points. Where no pixel reaches 0.5 the first view's outline is kept.
     """
+    stack = torch.stack([torch.as_tensor(views) for views in polygons]).float()  # (S, N, V, 2)
     if len(polygons) == 1:
-        return polygons[0]
+        return stack[0].cpu().numpy()
     h, w = shape
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    lo = np.maximum(0, np.floor(boxes[:, :2]) - 1)
+    hi = np.minimum([w, h], np.ceil(boxes[:, 2:]) + 1)
+    lo_t = torch.as_tensor(lo, dtype=torch.long, device=stack.device)
+    size = torch.as_tensor(np.maximum(hi - lo, 0), dtype=torch.long, device=stack.device)
     out = np.empty((len(boxes), num_vertices, 2), np.float32)
-    for i, box in enumerate(np.asarray(boxes, np.float64)):
-        x0, y0 = int(max(0, np.floor(box[0]) - 1)), int(max(0, np.floor(box[1]) - 1))
-        x1, y1 = int(min(w, np.ceil(box[2]) + 1)), int(min(h, np.ceil(box[3]) + 1))
-        origin = np.array([x0, y0], np.float32)
-        # one pixel of zeros around the crop closes every contour
-        mean = np.zeros((y1 - y0 + 2, x1 - x0 + 2), np.float32)
-        for views in polygons:
-            mean[1:-1, 1:-1] += polygon_to_mask(views[i] - origin, (y1 - y0, x1 - x0))
-        mean /= len(polygons)
-        contours = find_contours(mean, 0.5) if mean.max() >= 0.5 else []
-        if not contours:
-            out[i] = resample_polygon(polygons[0][i].reshape(-1), num_vertices)
-            continue
-        rc = max(contours, key=len)
-        # contour (row, col) in the padded crop -> (x, y) polygon: pixel (r, c) has its centre at (c + .5, r + .5)
-        xy = np.stack([rc[:, 1] - 1 + 0.5 + x0, rc[:, 0] - 1 + 0.5 + y0], axis=1)
-        out[i] = resample_polygon(xy.reshape(-1), num_vertices)
+    # All views of a chunk of boxes are filled at once (model/paste.py): rasterising box by box on the host was
+    # most of a TTA call's time on a GPU.
+    for idx, wb, hb in window_chunks(size, views=len(polygons)):
+        mean = fill_windows(stack[:, idx], lo_t[idx], size[idx], wb, hb).float().mean(0).cpu().numpy()
+        for k, i in enumerate(idx.tolist()):
+            cw, ch = size[i].tolist()
+            # one pixel of zeros around the window closes every contour
+            crop = np.pad(mean[k, :ch, :cw], 1)
+            contours = find_contours(crop, 0.5) if crop.max() >= 0.5 else []
+            if not contours:
+                out[i] = resample_polygon(stack[0, i].cpu().numpy().reshape(-1), num_vertices)
+                continue
+            rc = max(contours, key=len)
+            # contour (row, col) in the padded window -> (x, y): pixel (r, c) has its centre at (c + .5, r + .5)
+            xy = np.stack([rc[:, 1] - 1 + 0.5 + lo[i, 0], rc[:, 0] - 1 + 0.5 + lo[i, 1]], axis=1)
+            out[i] = resample_polygon(xy.reshape(-1), num_vertices)
     return out
 
 
@@ -201,7 +207,7 @@ def outline_boxes(model, encoded_views, boxes: torch.Tensor, shape: tuple[int, i
     outlines = []
     for k, encoded in encoded_views:
         polys = model.outline(encoded, boxes_to_view(boxes, k, shape))
-        outlines.append(points_from_view(polys, k, shape).float().cpu().numpy())
+        outlines.append(points_from_view(polys, k, shape).float())  # stays on the device for the fill
     return average_outlines(outlines, boxes.cpu().numpy(), shape, model.config.model.num_vertices)
 
 

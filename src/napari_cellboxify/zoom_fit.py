@@ -51,7 +51,7 @@ def box_ap(truth: list[np.ndarray], found: list[tuple[np.ndarray, np.ndarray]]) 
     detections = [{"image_id": i, "category_id": 1, "score": float(s), "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]}
                   for i, (boxes, scores) in enumerate(found, start=1)
                   for b, s in zip(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), scores)]
-    return coco_eval(gt, detections, "bbox")["AP"]
+    return coco_eval(gt, detections, "bbox", sizes=False)["AP"]
 
 
 @torch.no_grad()

@@ -1,12 +1,18 @@
-"""Polygons -> full-resolution instance masks on the polygons' own device (the GPU path of mask pasting).
+"""Polygons -> pixel masks on the polygons' own device: mask pasting on a GPU, and the window fill TTA averages.
 
 On a GPU, rasterising detections one by one on the host (``geometry.polygons_to_masks``, scikit-image) and copying
-an (N, H, W) array back costs more than the polygon head itself. Here each polygon is tested only inside its own
-bounding box, a chunk of polygons at a time, with the even-odd crossing rule on pixel centres: the same pixels as
-``geometry.polygon_to_mask`` up to centres that fall exactly on an edge.
+an (N, H, W) array back costs more than the polygon head itself. Here each polygon is filled only inside its own
+window (its bounding box, or a box given by the caller), a chunk of polygons at a time, with the even-odd rule on
+pixel centres: the same pixels as ``geometry.polygon_to_mask`` up to centres that fall exactly on an edge.
+
+The fill is a scanline fill written as tensor operations: for each window row, where each edge crosses it (K x rows
+x V numbers), a histogram of those crossings over the columns and a running sum from the right, whose parity is
+the inside test. That is O(rows x (V + columns)) per polygon instead of testing every pixel against every edge.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
@@ -31,46 +37,62 @@ def polygons_to_masks_torch(polygons_xy: Tensor, shape: tuple[int, int]) -> Tens
     lo = torch.floor(polys.amin(dim=1) - 0.5).clamp(min=0)
     hi = torch.ceil(polys.amax(dim=1) - 0.5)
     hi = torch.minimum(hi, torch.tensor([w - 1, h - 1], dtype=hi.dtype, device=device))
-    size = (hi - lo + 1).clamp(min=0).long()  # (N, 2): window width, height
-    # Sort by window area so that a chunk pads its windows to similar sizes (one large cell does not make every
-    # window in the image large).
+    lo = lo.long()
+    size = (hi.long() - lo + 1).clamp(min=0)  # (N, 2): window width, height
+    for idx, wb, hb in window_chunks(size):
+        inside = fill_windows(polys[idx][None], lo[idx], size[idx], wb, hb)[0]
+        k, r, c = inside.nonzero(as_tuple=True)
+        masks[idx[k], lo[idx[k], 1] + r, lo[idx[k], 0] + c] = True
+    return masks
+
+
+def window_chunks(size: Tensor, views: int = 1) -> Iterator[tuple[Tensor, int, int]]:
+    """Split N windows of ``size`` (N, 2: width, height) into chunks: yields (indices, padded width, height).
+
+    Windows are sorted by area so that a chunk pads its windows to similar sizes (one large cell does not make
+    every window in the image large); a chunk's ``views`` x windows x padded pixels stays within budget.
+    """
+    n = len(size)
     order = torch.argsort(size[:, 0] * size[:, 1])
     sizes = size[order].tolist()  # one device->host copy; the chunking below is plain Python on these ints
     start = 0
     while start < n:
         wb, hb = max(sizes[start][0], 1), max(sizes[start][1], 1)
         stop = start + 1
-        # Grow the chunk while the padded grid stays within budget; windows only grow along `order`.
-        while stop < n:
+        while stop < n:  # windows only grow along `order`
             wn, hn = max(wb, sizes[stop][0]), max(hb, sizes[stop][1])
-            if (stop + 1 - start) * wn * hn > _CHUNK_ELEMENTS:
+            if views * (stop + 1 - start) * wn * hn > _CHUNK_ELEMENTS:
                 break
             wb, hb, stop = wn, hn, stop + 1
-        idx = order[start:stop]
-        _fill_chunk(masks, idx, polys[idx], lo[idx].long(), size[idx], wb, hb)
+        yield order[start:stop], wb, hb
         start = stop
-    return masks
 
 
-def _fill_chunk(masks: Tensor, idx: Tensor, polys: Tensor, lo: Tensor, size: Tensor, wb: int, hb: int) -> None:
+def fill_windows(polys: Tensor, lo: Tensor, size: Tensor, wb: int, hb: int) -> Tensor:
+    """Even-odd fill of polygons in windows: (S, K, V, 2) polygons, K windows at ``lo`` (K, 2: column, row of the
+    top-left pixel) of ``size`` (K, 2) padded to (hb, wb) -> (S, K, hb, wb) bool, False in the padding.
+
+    S is a stack of outlines of the same K objects (TTA's views); every one is filled in its object's window.
+    """
     device = polys.device
-    cols = lo[:, 0, None] + torch.arange(wb, device=device)  # (K, wb) pixel columns
-    rows = lo[:, 1, None] + torch.arange(hb, device=device)  # (K, hb) pixel rows
-    px = (cols.float() + 0.5)[:, None, :]  # (K, 1, wb) centres
-    py = (rows.float() + 0.5)[:, :, None]  # (K, hb, 1)
-    inside = torch.zeros((len(idx), hb, wb), dtype=torch.bool, device=device)
-    nxt = torch.roll(polys, -1, dims=1)
-    # Even-odd rule: a horizontal ray from the centre to +x crosses the outline an odd number of times inside.
-    for v in range(polys.shape[1]):
-        x0, y0 = polys[:, v, 0, None, None], polys[:, v, 1, None, None]
-        x1, y1 = nxt[:, v, 0, None, None], nxt[:, v, 1, None, None]
-        straddles = (y0 > py) != (y1 > py)  # (K, hb, 1)
-        # Where the edge does not straddle the row, dy may be 0; the value is then unused.
-        dy = torch.where(y1 == y0, torch.ones_like(y1), y1 - y0)
-        x_cross = x0 + (py - y0) * (x1 - x0) / dy  # (K, hb, 1)
-        inside ^= straddles & (px < x_cross)
-    # Only the window's own pixels (a chunk pads smaller windows to the largest).
-    inside &= (torch.arange(wb, device=device) < size[:, 0, None])[:, None, :]
-    inside &= (torch.arange(hb, device=device) < size[:, 1, None])[:, :, None]
-    k, r, c = inside.nonzero(as_tuple=True)
-    masks[idx[k], rows[k, r], cols[k, c]] = True
+    polys = polys.float()
+    # Centres of the window rows, (1, K, hb, 1), and the edges (S, K, 1, V).
+    py = (lo[:, 1, None].float() + torch.arange(hb, device=device) + 0.5)[None, :, :, None]
+    x0, y0 = polys[..., 0][:, :, None, :], polys[..., 1][:, :, None, :]
+    nxt = torch.roll(polys, -1, dims=2)
+    x1, y1 = nxt[..., 0][:, :, None, :], nxt[..., 1][:, :, None, :]
+    straddles = (y0 > py) != (y1 > py)  # (S, K, hb, V): the edge crosses the row's centre line
+    # Where the edge does not straddle the row, dy may be 0; the value is then unused.
+    dy = torch.where(y1 == y0, torch.ones_like(y1), y1 - y0)
+    x_cross = x0 + (py - y0) * (x1 - x0) / dy
+    # A crossing at x toggles the columns whose centres lie left of it: the first ceil(x - 0.5) - column0 of them.
+    toggled = torch.ceil(x_cross - 0.5 - lo[None, :, 0, None, None].float()).clamp(0, wb).long()
+    hist = torch.zeros(polys.shape[:2] + (hb, wb + 1), dtype=torch.uint8, device=device)
+    hist.scatter_add_(3, toggled, straddles.to(torch.uint8))
+    # Column j is inside when an odd number of crossings lie right of its centre. A row has an even number of
+    # crossings (a closed outline crosses a line as often down as up), so that parity is the parity of those at or
+    # left of it: a running sum from the left, whose wrap-around in uint8 keeps the parity.
+    inside = (hist[..., :wb].cumsum(-1, dtype=torch.uint8) & 1).bool()
+    inside &= (torch.arange(wb, device=device) < size[:, 0, None])[None, :, None, :]
+    inside &= (torch.arange(hb, device=device) < size[:, 1, None])[None, :, :, None]
+    return inside
