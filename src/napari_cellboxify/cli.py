@@ -120,7 +120,8 @@ def _add_inference_overrides(verb: argparse.ArgumentParser) -> None:
                       "for images whose cells are twice LIVECell's size in pixels (repeatable)")
     verb.add_argument("--tta", choices=TTA_MODES, default=None,
                       help="test-time augmentation: segment flipped/turned (and zoomed) copies and merge them; "
-                      "flips+scales: ~14x slower on a CPU, +1.3 segm AP on LIVECell val (default: the weights' setting, off)")
+                      "flips+scales: ~15x slower on a CPU, 2.5x on a GPU, +1.7 segm AP on LIVECell val "
+                      "(default: the weights' setting, off)")
 
 
 def _with_tta(args: argparse.Namespace) -> list[str]:

@@ -10,7 +10,8 @@ slightly different zoom) disagree only where it is unsure. Merging them:
   the masks are averaged and the 0.5 contour of the average is the cell's polygon.
 
 On livecell-mini/val with the default weights, "flips+scales" lifted segm AP 19.2 -> 20.6 and bbox AP 18.4 ->
-20.8 (benchmarks/bench_tta.py, which also gives the cost: about 14x the time of one pass on a CPU).
+20.8 (benchmarks/bench_tta.py, which also gives the cost: about 15x the time of one pass on a CPU, 2.5x on a
+GPU, where the outlines are averaged on the device).
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ the default weights (trained at 1.5) gave pooled segm AP 19.90 at their own zoom
 the zoom that matched its boxes best gave 22.03 (large flat A172 and SKOV3 cells wanted 0.75, SkBr3 1.75; train,
 which the weights were tuned on: 15.69 -> 15.80). Boxes are what a CellBoxify user draws anyway, so they can
 choose the zoom before any fine-tuning: detection only (no outlines) at six zooms around the current one, scored
-by COCO bbox AP against the boxes; about 8 s for a fully boxed 704x520 image on 2 CPU cores
-(benchmarks/bench_zoom.py, RESULTS.md "Zoom sensitivity").
+by COCO bbox AP against the boxes; about 6 s for a fully boxed 704x520 image on 2 CPU cores, 2 s on a GPU
+(benchmarks/bench_zoom.py, RESULTS.md "Zoom sensitivity" and "Session 16 on the GPU").
 
 Only the rectangle around the boxes is searched (data/annotated_area.py, the rule fine-tuning follows): a user
 who boxed one corner of an image has said nothing about cells elsewhere, but should box every cell inside that

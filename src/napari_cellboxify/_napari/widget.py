@@ -150,14 +150,14 @@ class CellBoxifyWidget(QWidget):
         self.fit_zoom_button = QPushButton("Fit zoom to my boxes")
         self.fit_zoom_button.setToolTip("Detect cells at six zooms around this one and keep the zoom whose boxes "
                                         "match yours best (box every cell inside the rectangle around your boxes). "
-                                        "About 8 s per fully boxed 704x520 image on 2 CPU cores.")
+                                        "About 6 s per fully boxed 704x520 image on 2 CPU cores, 2 s on a GPU.")
         self.fit_zoom_button.clicked.connect(self.fit_zoom)
         self.tta_combo = QComboBox()
         self.tta_combo.addItems(TTA_MODES)
         self.tta_combo.setToolTip("Test-time augmentation: segment the 8 flips/turns of the image (and, with "
-                                  "scales, two zooms) and merge the answers. Slower (flips ~10x, flips+scales ~17x "
-                                  "on a CPU), more accurate: +1.3 / +1.7 segm AP on LIVECell val with the default "
-                                  "weights.")
+                                  "scales, two zooms) and merge the answers. Slower (flips ~8x, flips+scales ~15x "
+                                  "on a CPU; 1.6x and 2.5x on a GPU), more accurate: +1.3 / +1.7 segm AP on "
+                                  "LIVECell val with the default weights.")
         seg_form.addRow(self.segment_boxes_button)
         seg_form.addRow(self.segment_image_button)
         seg_form.addRow("Score threshold", self.score_spin)
