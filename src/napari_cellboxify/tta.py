@@ -146,15 +146,16 @@ def average_outlines(polygons: list, boxes: np.ndarray, shape: tuple[int, int], 
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     lo = np.maximum(0, np.floor(boxes[:, :2]) - 1)
     hi = np.minimum([w, h], np.ceil(boxes[:, 2:]) + 1)
+    size = np.maximum(hi - lo, 0).astype(np.int64)
     lo_t = torch.as_tensor(lo, dtype=torch.long, device=stack.device)
-    size = torch.as_tensor(np.maximum(hi - lo, 0), dtype=torch.long, device=stack.device)
+    size_t = torch.as_tensor(size, device=stack.device)
     out = np.empty((len(boxes), num_vertices, 2), np.float32)
     # All views of a chunk of boxes are filled at once (model/paste.py): rasterising box by box on the host was
     # most of a TTA call's time on a GPU.
-    for idx, wb, hb in window_chunks(size, views=len(polygons)):
-        mean = fill_windows(stack[:, idx], lo_t[idx], size[idx], wb, hb).float().mean(0).cpu().numpy()
+    for idx, wb, hb in window_chunks(size_t, views=len(polygons), vertices=stack.shape[2]):
+        mean = fill_windows(stack[:, idx], lo_t[idx], size_t[idx], wb, hb).float().mean(0).cpu().numpy()
         for k, i in enumerate(idx.tolist()):
-            cw, ch = size[i].tolist()
+            cw, ch = size[i]
             # one pixel of zeros around the window closes every contour
             crop = np.pad(mean[k, :ch, :cw], 1)
             contours = find_contours(crop, 0.5) if crop.max() >= 0.5 else []

@@ -39,18 +39,19 @@ def polygons_to_masks_torch(polygons_xy: Tensor, shape: tuple[int, int]) -> Tens
     hi = torch.minimum(hi, torch.tensor([w - 1, h - 1], dtype=hi.dtype, device=device))
     lo = lo.long()
     size = (hi.long() - lo + 1).clamp(min=0)  # (N, 2): window width, height
-    for idx, wb, hb in window_chunks(size):
+    for idx, wb, hb in window_chunks(size, vertices=polys.shape[1]):
         inside = fill_windows(polys[idx][None], lo[idx], size[idx], wb, hb)[0]
         k, r, c = inside.nonzero(as_tuple=True)
         masks[idx[k], lo[idx[k], 1] + r, lo[idx[k], 0] + c] = True
     return masks
 
 
-def window_chunks(size: Tensor, views: int = 1) -> Iterator[tuple[Tensor, int, int]]:
+def window_chunks(size: Tensor, views: int = 1, vertices: int = 0) -> Iterator[tuple[Tensor, int, int]]:
     """Split N windows of ``size`` (N, 2: width, height) into chunks: yields (indices, padded width, height).
 
     Windows are sorted by area so that a chunk pads its windows to similar sizes (one large cell does not make
-    every window in the image large); a chunk's ``views`` x windows x padded pixels stays within budget.
+    every window in the image large). A chunk's ``views`` x windows x padded rows x the larger of the padded width
+    and the polygons' ``vertices`` (``fill_windows`` holds one crossing per row and edge) stays within budget.
     """
     n = len(size)
     order = torch.argsort(size[:, 0] * size[:, 1])
@@ -61,7 +62,7 @@ def window_chunks(size: Tensor, views: int = 1) -> Iterator[tuple[Tensor, int, i
         stop = start + 1
         while stop < n:  # windows only grow along `order`
             wn, hn = max(wb, sizes[stop][0]), max(hb, sizes[stop][1])
-            if views * (stop + 1 - start) * wn * hn > _CHUNK_ELEMENTS:
+            if views * (stop + 1 - start) * hn * max(wn + 1, vertices) > _CHUNK_ELEMENTS:
                 break
             wb, hb, stop = wn, hn, stop + 1
         yield order[start:stop], wb, hb
