@@ -3,8 +3,9 @@
 Stages are timed with forward hooks (the device synchronised at each boundary, so the parts add up to a little more
 than an unhooked run): backbone + FPN, RPN, box head (RoI pooling, two-layer head, NMS), polygon head (RoI pooling,
 then the refinement stages), and mask pasting (polygons -> (N, H, W) masks), the last both ways: on the device
-(``model/paste.py``, what the model does on a GPU) and on the host with scikit-image plus the copy back (what it
-did before, and the CPU did until session 16). Random weights, score threshold 0, detections capped at the image's cells.
+(``model/paste.py``, what the model does) and on the host with scikit-image plus the copy back (what the model did
+before paste.py, and on a CPU until session 16). Random weights, score threshold 0, detections capped at the image's
+cells.
 
     python benchmarks/bench_inference_stages.py [--backbone resnet50] [--repeats 5] [--device cuda]
 """

@@ -1,12 +1,13 @@
-"""Polygons -> pixel masks on the polygons' own device: mask pasting on a GPU, and the window fill TTA averages.
+"""Polygons -> pixel masks on the polygons' own device: mask pasting, and the window fill TTA averages.
 
-On a GPU, rasterising detections one by one on the host (``geometry.polygons_to_masks``, scikit-image) and copying
-an (N, H, W) array back costs more than the polygon head itself. Here each polygon is filled only inside its own
-window (its bounding box, or a box given by the caller), a chunk of polygons at a time, with the even-odd rule on
-pixel centres: the same pixels as ``geometry.polygon_to_mask`` up to centres that fall exactly on an edge.
+Rasterising detections one by one on the host (``geometry.polygons_to_masks``, scikit-image) and copying an
+(N, H, W) array back costs more than the polygon head itself on a GPU, and 2.3x this fill on a CPU
+(benchmarks/bench_inference_stages.py). Here each polygon is filled only inside its own window (its bounding box,
+or a box given by the caller), a chunk of polygons at a time, with the even-odd rule on pixel centres: the same
+pixels as ``geometry.polygon_to_mask`` up to centres that fall exactly on an edge.
 
 The fill is a scanline fill written as tensor operations: for each window row, where each edge crosses it (K x rows
-x V numbers), a histogram of those crossings over the columns and a running sum from the right, whose parity is
+x V numbers), a histogram of those crossings over the columns and a running sum along the row, whose parity is
 the inside test. That is O(rows x (V + columns)) per polygon instead of testing every pixel against every edge.
 """
 
