@@ -9,9 +9,12 @@ seed, steps, crops), on one livecell-mini *train* image:
 - all cells boxed, whole image (the reference a complete annotation gives);
 - only the cells whose centre lies in the top-left quarter boxed, whole image (``annotated_area = "image"``:
   the other three quarters teach their cells as background);
-- the same quarter's boxes, training inside their rectangle (``annotated_area = "boxes"``).
+- the same quarter's boxes, training inside their rectangle (``annotated_area = "boxes"``);
 
-Each is scored on livecell-mini *val* (all five images, and the one image of the same cell type).
+then the panel's *Fit zoom to my boxes* from the quarter's boxes (``zoom_fit.py``), alone and followed by the
+last fine-tune at the fitted zoom (the panel fine-tunes at its Zoom). Each is scored on livecell-mini *val* (all
+five images, and the one image of the same cell type) at the zoom it was trained or fitted at: for the fitted
+zoom, the same-type column is the one that answers (the other types would have their own fitted zoom).
 
     python benchmarks/bench_partial_boxes.py [--image A172_Phase_C7_1_00d20h00m_4.tif] [--steps 200] [--seed 0]
 """
@@ -56,6 +59,7 @@ def main(argv=None) -> int:
     from napari_cellboxify.predict import Predictor
     from napari_cellboxify.train import Trainer
     from napari_cellboxify.weights import default_weights_path
+    from napari_cellboxify.zoom_fit import fit_zoom
 
     train = load_coco(args.data / "train" / "annotations.json", args.data / "train" / "images")
     entry = next((im for im in train.images if Path(im.file_name).name == args.image), None)
@@ -67,9 +71,13 @@ def main(argv=None) -> int:
     shape = tuple(int(v) for v in read_image(entry.path).shape[:2])
     quarter = quarter_boxes(entry.boxes_xyxy, shape)
     start = Predictor.from_weights(None, device="auto")
-    arms = [("all cells boxed, whole image", entry.boxes_xyxy, "image"),
-            ("top-left quarter boxed, whole image", quarter, "image"),
-            ("top-left quarter boxed, inside the boxed area", quarter, "boxes")]
+    own_zoom = start.image_scale
+    zoom = fit_zoom(start, [(read_image(entry.path), quarter)]).zoom
+    arms = [("all cells boxed, whole image", entry.boxes_xyxy, "image", own_zoom),
+            ("top-left quarter boxed, whole image", quarter, "image", own_zoom),
+            ("top-left quarter boxed, inside the boxed area", quarter, "boxes", own_zoom),
+            (f"zoom fitted to the quarter's boxes ({zoom:g}), then the quarter inside the boxed area", quarter,
+             "boxes", zoom)]
 
     def score(predictor) -> dict:
         m = evaluate(predictor, val)
@@ -79,11 +87,16 @@ def main(argv=None) -> int:
 
     rows = [("default weights, no fine-tuning", 0, score(start), 0.0)]
     print(rows[-1], flush=True)
+    start.image_scale = zoom
+    rows.append((f"zoom fitted to the quarter's boxes ({zoom:g}), no fine-tuning", 0, score(start), 0.0))
+    print(rows[-1], flush=True)
+    start.image_scale = own_zoom
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (name, boxes, area) in enumerate(arms):
+        for i, (name, boxes, area, arm_zoom) in enumerate(arms):
             ann = Path(tmp) / f"arm{i}.json"
             ann.write_text(json.dumps(boxes_coco([(entry.file_name, shape, boxes)])))
             config = fine_tune_config(start.config)  # as the panel does
+            config.model.image_scale = arm_zoom  # the panel's Zoom, which fine-tuning trains at
             apply_panel_training(config, args.steps, min(shape))
             config.data.annotated_area = area
             config.train.seed = args.seed
@@ -99,7 +112,7 @@ def main(argv=None) -> int:
     for name, n, s, _ in rows:
         lines.append(f"| {name} | {n} | {s['bbox']:.2f} | {s['segm']:.2f} | {s['bbox_kind']:.2f} | {s['segm_kind']:.2f} |")
     body = (f"{args.steps} fine-tuning steps per arm from the shipped default weights with the panel's settings "
-            f"(Adam 1e-4, 2 crops of 256 px as the network sees them, zoom {start.config.model.image_scale:g}, "
+            f"(Adam 1e-4, 2 crops of 256 px as the network sees them, zoom {own_zoom:g} unless fitted, "
             f"seed {args.seed}) on one image of {shape[1]}×{shape[0]} px with "
             f"{len(entry.boxes_xyxy)} cells; the quarter holds {len(quarter)} of them. Scored on livecell-mini val "
             "(5 images, 892 cells; LIVECell COCO settings, AP in %).\n\n" + "\n".join(lines))
