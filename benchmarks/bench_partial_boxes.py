@@ -68,11 +68,12 @@ def main(argv=None) -> int:
         return 2
     val = load_coco(args.data / "val" / "annotations.json", args.data / "val" / "images")
     kind = cell_type(entry.file_name)
-    shape = tuple(int(v) for v in read_image(entry.path).shape[:2])
+    image = read_image(entry.path)
+    shape = tuple(int(v) for v in image.shape[:2])
     quarter = quarter_boxes(entry.boxes_xyxy, shape)
     start = Predictor.from_weights(None, device="auto")
     own_zoom = start.image_scale
-    zoom = fit_zoom(start, [(read_image(entry.path), quarter)]).zoom
+    zoom = fit_zoom(start, [(image, quarter)]).zoom
     arms = [("all cells boxed, whole image", entry.boxes_xyxy, "image", own_zoom),
             ("top-left quarter boxed, whole image", quarter, "image", own_zoom),
             ("top-left quarter boxed, inside the boxed area", quarter, "boxes", own_zoom),
