@@ -74,6 +74,22 @@ def test_training_only_the_polygon_head_leaves_the_detector_as_it_was(tmp_path):
     assert changed and all(k.startswith("roi_heads.polygon_head.") for k in changed)
 
 
+def test_training_the_heads_leaves_the_trunk_and_fpn_as_they_were(tmp_path):
+    import torch
+
+    config = tiny_config(steps=2)
+    config.train.trainable = "heads"
+    trainer = Trainer(config, _source(config), tmp_path / "run")
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.fit()
+    after = trainer.model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert all(k.startswith(("rpn.", "roi_heads.")) for k in changed)
+    # All three heads learn.
+    assert {k.split(".")[0] + "." + k.split(".")[1] for k in changed} >= {"rpn.head", "roi_heads.box_head",
+                                                                          "roi_heads.polygon_head"}
+
+
 def test_reset_polygon_head_keeps_the_loaded_detector_and_starts_a_fresh_mask_branch(tmp_path):
     import torch
 

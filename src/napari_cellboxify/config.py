@@ -16,6 +16,7 @@ from typing import Any
 CONFIG_VERSION = 1
 # The settings of model.tta (test-time augmentation, tta.py), for the CLI, the panel and validation.
 TTA_MODES = ("off", "flips", "flips+scales")
+TRAINABLE = ("all", "heads", "polygon_head")  # train.trainable: which parts of the model a run trains
 
 
 class ConfigError(ValueError):
@@ -140,8 +141,10 @@ class TrainConfig:
     lr_drop_fractions: tuple[float, ...] = (0.75, 0.92)  # x0.1 at these fractions of the schedule
     grad_clip: float = 10.0
     # "polygon_head" trains only the mask branch and keeps the detector (trunk, FPN, RPN, box head) as loaded:
-    # the polygon head can be refitted to a detector without changing what it detects.
-    trainable: str = "all"  # all | polygon_head
+    # the polygon head can be refitted to a detector without changing what it detects. "heads" keeps the trunk
+    # and FPN as loaded and trains the RPN, box head and polygon head: fewer free weights for a fine-tune on a
+    # few dozen boxes (benchmarks/bench_few_boxes.py measures whether that forgets less).
+    trainable: str = "all"  # all | heads | polygon_head
     # Start the mask branch afresh (its start contour, the inscribed ellipse) after loading --init weights.
     # Why: after thousands of joint box-only steps the polygon head drifts into concave shapes worse than its
     # start contour, while a fresh head trained on the same fixed detector improves on it (LIVECell val: segm AP
@@ -225,7 +228,7 @@ class CellBoxifyConfig:
             (m.detections_per_img > 0, "model.detections_per_img must be > 0"),
             (m.tta in TTA_MODES, f"model.tta must be {', '.join(TTA_MODES[:-1])} or {TTA_MODES[-1]}"),
             (lo.supervision in ("box", "mask"), "loss.supervision must be box or mask"),
-            (t.trainable in ("all", "polygon_head"), "train.trainable must be all or polygon_head"),
+            (t.trainable in TRAINABLE, f"train.trainable must be one of {', '.join(TRAINABLE)}"),
             (0 <= t.ema_decay < 1, "train.ema_decay must be in [0, 1) (0: no weight average)"),
             (lo.global_channel in ("contrast", "intensity"), "loss.global_channel must be contrast or intensity"),
             (lo.contrast_window >= 3 and lo.contrast_window % 2 == 1, "loss.contrast_window must be an odd number >= 3"),

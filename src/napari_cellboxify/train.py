@@ -128,9 +128,10 @@ class Trainer:
                 head.load_state_dict(fresh_head)
         # A model that already detects cells gets the pairwise terms at full weight from the first step.
         self.pairwise_warmup_steps = 0 if init_weights is not None else config.loss.pairwise_warmup_steps
-        if config.train.trainable == "polygon_head":
+        if config.train.trainable != "all":
+            kept = ("roi_heads.polygon_head.",) if config.train.trainable == "polygon_head" else ("rpn.", "roi_heads.")
             for name, param in self.model.named_parameters():
-                if not name.startswith("roi_heads.polygon_head."):
+                if not name.startswith(kept):
                     param.requires_grad_(False)
         self.model.to(self.device)
         # After loading and moving: the average starts as a copy of the model it follows.
