@@ -8,14 +8,16 @@ default weights:
 - no fine-tuning, at the weights' own zoom;
 - the zoom fitted to the quarter's boxes (*Fit zoom to my boxes*, zoom_fit.py), no training;
 - that zoom, then the panel's *Fine-tune* (200 steps, Adam 1e-4, 2 crops, inside the boxed area) training
-  every weight (``train.trainable = "all"``, the panel's recipe), only the heads (``"heads"``: trunk and FPN
-  kept as loaded, RPN, box head and mask branch trained), or every weight at a tenth of the learning rate.
+  every weight (``train.trainable = "all"``), only the heads (``"heads"``: trunk and FPN kept as loaded),
+  every weight at a tenth of the learning rate, everything but the mask branch (``"detector"``), or only the
+  RPN and box head (``"box_heads"``); ``--recipes`` picks some of them.
 
 Each arm is scored (bbox and segm AP, LIVECell's COCO settings) on the *rest* of the same image (the cells whose
 centre lies outside the quarter, and the detections likewise: what the user asked for) and on the val image of
 the same cell type (the next image of those cells). Same seed for every arm.
 
     python benchmarks/bench_few_boxes.py [--images A172_Phase_C7_1_00d20h00m_4.tif ...] [--steps 200] [--seed 0]
+        [--recipes all heads all_lr1e-5 detector box_heads]
 """
 
 from __future__ import annotations
@@ -36,10 +38,14 @@ from bench_partial_boxes import quarter_boxes  # noqa: E402
 # One train image per cell type that val also holds (MCF7 has no val image).
 IMAGES = ("A172_Phase_C7_1_00d20h00m_4.tif", "BT474_Phase_D3_2_03d16h00m_1.tif", "SKOV3_Phase_E4_1_00d00h00m_1.tif",
           "Huh7_Phase_A10_1_02d12h00m_3.tif")
-# (row label, config overrides) of the fine-tuning arms; all run at the fitted zoom.
-RECIPES = (("fine-tune, all weights (the panel's recipe)", {"trainable": "all"}),
-           ("fine-tune, heads only (trunk and FPN kept)", {"trainable": "heads"}),
-           ("fine-tune, all weights at lr 1e-5", {"trainable": "all", "lr": 1e-5}))
+# name -> (row label, config.train overrides) of the fine-tuning arms; all run at the fitted zoom.
+RECIPES = {
+    "all": ("fine-tune, all weights (the panel's recipe until session 17)", {"trainable": "all"}),
+    "heads": ("fine-tune, heads only (trunk and FPN kept)", {"trainable": "heads"}),
+    "all_lr1e-5": ("fine-tune, all weights at lr 1e-5", {"trainable": "all", "lr": 1e-5}),
+    "detector": ("fine-tune, detector only (mask branch kept)", {"trainable": "detector"}),
+    "box_heads": ("fine-tune, RPN and box head only (trunk, FPN and mask branch kept)", {"trainable": "box_heads"}),
+}
 
 
 def in_quarter(boxes_xyxy: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -65,6 +71,8 @@ def main(argv=None) -> int:
     parser.add_argument("--images", nargs="+", default=list(IMAGES), help="livecell-mini train images")
     parser.add_argument("--steps", type=int, default=200, help="fine-tuning steps per arm (the panel's default)")
     parser.add_argument("--seed", type=int, default=0, help="training seed of every arm (replicates)")
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES),
+                        help="fine-tuning arms to run (default: all of them)")
     parser.add_argument("--data", type=Path, default=LIVECELL_MINI, help="folder with train/ and val/")
     args = parser.parse_args(argv)
     if livecell_mini_missing(args.data):
@@ -124,7 +132,7 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             ann = Path(tmp) / "quarter.json"
             ann.write_text(json.dumps(boxes_coco([(entry.file_name, shape, quarter)])))
-            for i, (label, overrides) in enumerate(RECIPES):
+            for i, (label, overrides) in enumerate(RECIPES[key] for key in args.recipes):
                 config = fine_tune_config(start.config)  # as the panel does
                 config.model.image_scale = zoom  # the panel's Zoom after fitting, which fine-tuning trains at
                 apply_panel_training(config, args.steps, min(shape))
@@ -161,7 +169,8 @@ def main(argv=None) -> int:
             "fitted to those boxes. Scored on the rest of the same image (cells and detections centred outside the "
             "quarter) and on the val image of the same cell type; LIVECell COCO settings, AP in %.\n\n"
             + "\n".join(lines) + f"\n\nMean over the {len(args.images)} images:\n\n" + "\n".join(means))
-    write_section("Fine-tuning from a few boxes" + (f" (seed {args.seed})" if args.seed else ""), body)
+    arms = "" if args.recipes == list(RECIPES) else ": " + ", ".join(args.recipes)
+    write_section("Fine-tuning from a few boxes" + arms + (f" (seed {args.seed})" if args.seed else ""), body)
     return 0
 
 

@@ -90,6 +90,23 @@ def test_training_the_heads_leaves_the_trunk_and_fpn_as_they_were(tmp_path):
                                                                           "roi_heads.polygon_head"}
 
 
+def test_training_the_detector_leaves_the_mask_branch_as_it_was(tmp_path):
+    import torch
+
+    for trainable, moved in (("detector", "backbone."), ("box_heads", "roi_heads.box_")):
+        config = tiny_config(steps=2)
+        config.train.trainable = trainable
+        trainer = Trainer(config, _source(config), tmp_path / trainable)
+        before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+        trainer.fit()
+        after = trainer.model.state_dict()
+        changed = {k for k in before if not torch.equal(before[k], after[k])}
+        assert any(k.startswith(moved) for k in changed)
+        assert not any(k.startswith("roi_heads.polygon_head.") for k in changed)
+        if trainable == "box_heads":
+            assert all(k.startswith(("rpn.", "roi_heads.box_")) for k in changed)
+
+
 def test_reset_polygon_head_keeps_the_loaded_detector_and_starts_a_fresh_mask_branch(tmp_path):
     import torch
 

@@ -16,7 +16,8 @@ from typing import Any
 CONFIG_VERSION = 1
 # The settings of model.tta (test-time augmentation, tta.py), for the CLI, the panel and validation.
 TTA_MODES = ("off", "flips", "flips+scales")
-TRAINABLE = ("all", "heads", "polygon_head")  # train.trainable: which parts of the model a run trains
+# train.trainable: which parts of the model a run trains (train.py TRAINED_PARTS maps each to parameter names).
+TRAINABLE = ("all", "heads", "detector", "box_heads", "polygon_head")
 
 
 class ConfigError(ValueError):
@@ -141,10 +142,11 @@ class TrainConfig:
     lr_drop_fractions: tuple[float, ...] = (0.75, 0.92)  # x0.1 at these fractions of the schedule
     grad_clip: float = 10.0
     # "polygon_head" trains only the mask branch and keeps the detector (trunk, FPN, RPN, box head) as loaded:
-    # the polygon head can be refitted to a detector without changing what it detects. "heads" keeps the trunk
-    # and FPN as loaded and trains the RPN, box head and polygon head: fewer free weights for a fine-tune on a
-    # few dozen boxes (benchmarks/bench_few_boxes.py measures whether that forgets less).
-    trainable: str = "all"  # all | heads | polygon_head
+    # the polygon head can be refitted to a detector without changing what it detects. The others keep parts as
+    # loaded for fine-tuning on a few dozen boxes (benchmarks/bench_few_boxes.py measures which forgets least):
+    # "heads" trains RPN, box head and polygon head (trunk and FPN kept); "detector" everything but the polygon
+    # head; "box_heads" only the RPN and the box head.
+    trainable: str = "all"  # all | heads | detector | box_heads | polygon_head
     # Start the mask branch afresh (its start contour, the inscribed ellipse) after loading --init weights.
     # Why: after thousands of joint box-only steps the polygon head drifts into concave shapes worse than its
     # start contour, while a fresh head trained on the same fixed detector improves on it (LIVECell val: segm AP

@@ -31,6 +31,19 @@ from .io_utils import atomic_write_text, remove_stale_temporaries
 from .losses import combine_losses
 
 
+# config.train.trainable -> (prefixes of the parameters trained, prefixes excluded from them); the rest keep
+# their loaded values. Names as in the torchvision Mask R-CNN our model extends.
+TRAINED_PARTS = {
+    "heads": (("rpn.", "roi_heads."), ()),
+    "detector": (("",), ("roi_heads.polygon_head.",)),
+    "box_heads": (("rpn.", "roi_heads.box_"), ()),
+    "polygon_head": (("roi_heads.polygon_head.",), ()),
+}
+
+# The mask branch's loss terms (losses/__init__.py), left out when only the detector trains.
+MASK_TERMS = ("loss_unary", "loss_fill", "loss_local", "loss_global", "loss_mask")
+
+
 @dataclass
 class StepInfo:
     step: int  # steps finished so far (1-based after the first step)
@@ -129,9 +142,9 @@ class Trainer:
         # A model that already detects cells gets the pairwise terms at full weight from the first step.
         self.pairwise_warmup_steps = 0 if init_weights is not None else config.loss.pairwise_warmup_steps
         if config.train.trainable != "all":
-            kept = ("roi_heads.polygon_head.",) if config.train.trainable == "polygon_head" else ("rpn.", "roi_heads.")
+            include, exclude = TRAINED_PARTS[config.train.trainable]
             for name, param in self.model.named_parameters():
-                if not name.startswith(kept):
+                if not name.startswith(include) or name.startswith(exclude):
                     param.requires_grad_(False)
         self.model.to(self.device)
         # After loading and moving: the average starts as a copy of the model it follows.
@@ -295,6 +308,9 @@ class Trainer:
         targets = [{k: v.to(self.device) for k, v in t.items()} for _, t in batch]
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
             losses = self.ddp_model(images, targets)
+            if self.config.train.trainable in ("detector", "box_heads"):
+                # The mask branch is kept, so its terms must not move the features it reads either.
+                losses = {k: v for k, v in losses.items() if k not in MASK_TERMS}
             loss = combine_losses(losses, self.config.loss, self.step, self.pairwise_warmup_steps)
         if not torch.isfinite(loss):
             raise FloatingPointError(
