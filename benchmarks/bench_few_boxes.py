@@ -44,7 +44,8 @@ RECIPES = {
     "heads": ("fine-tune, heads only (trunk and FPN kept)", {"trainable": "heads"}),
     "all_lr1e-5": ("fine-tune, all weights at lr 1e-5", {"trainable": "all", "lr": 1e-5}),
     "detector": ("fine-tune, detector only (mask branch kept)", {"trainable": "detector"}),
-    "box_heads": ("fine-tune, RPN and box head only (trunk, FPN and mask branch kept)", {"trainable": "box_heads"}),
+    "box_heads": ("fine-tune, RPN and box head only (the panel's recipe from session 17)",
+                  {"trainable": "box_heads"}),
 }
 
 

@@ -166,6 +166,17 @@ def test_panel_training_settings_bound_crops_by_256_and_the_smallest_image():
     assert config.data.crop_size == 300
 
 
+def test_panel_fine_tuning_trains_only_the_rpn_and_box_head_of_trained_weights():
+    from napari_cellboxify.config import CellBoxifyConfig, apply_panel_training
+
+    config = CellBoxifyConfig()
+    apply_panel_training(config, 200, 520)
+    assert config.train.trainable == "box_heads"
+    scratch = CellBoxifyConfig()  # no weights loaded: a model from scratch must train everything
+    apply_panel_training(scratch, 200, 520, fine_tuning=False)
+    assert scratch.train.trainable == "all"
+
+
 @pytest.mark.parametrize("name", ["livecell_cpu.yaml", "livecell_gpu.yaml"])
 def test_the_shipped_config_files_load_and_validate(name):
     # They are what README's training commands pass; a typo in a key or value must fail here, not in a long run.

@@ -175,11 +175,12 @@ class CellBoxifyWidget(QWidget):
         self.steps_spin.setRange(1, 100000)
         self.steps_spin.setValue(200)
         self.train_button = QPushButton("Fine-tune")
-        # Measured in benchmarks/bench_partial_boxes.py: the fitted zoom alone beat a fine-tune on 41 boxes.
-        self.train_button.setToolTip("Train box-only on your boxes, in the background, at the Zoom above. Fit the "
-                                     "zoom first: on LIVECell, fitting it to 41 boxes gained as much as fine-tuning "
-                                     "on 147, and a fine-tune on a few dozen boxes can lose accuracy; compare "
-                                     "Segment image before and after.")
+        # Measured in benchmarks/bench_partial_boxes.py and bench_few_boxes.py (RESULTS.md).
+        self.train_button.setToolTip("Train the detector (RPN and box head) on your boxes, in the background, at "
+                                     "the Zoom above; the trunk and the mask branch stay as loaded, so a few dozen "
+                                     "boxes cannot unlearn them. Fit the zoom first: on LIVECell it gained more "
+                                     "than fine-tuning on a quarter of an image's cells; compare Segment image "
+                                     "before and after.")
         self.train_button.clicked.connect(self.fine_tune)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -490,7 +491,8 @@ class CellBoxifyWidget(QWidget):
         else:
             config = CellBoxifyConfig.from_dict((self.base_config or small_cpu_config()).to_dict())
         config.model.image_scale = self.zoom_spin.value()
-        apply_panel_training(config, self.steps_spin.value(), min(min(im.shape[:2]) for _, im, _ in items))
+        apply_panel_training(config, self.steps_spin.value(), min(min(im.shape[:2]) for _, im, _ in items),
+                             fine_tuning=self.predictor is not None)
         return config
 
     def _on_step(self, info) -> None:
