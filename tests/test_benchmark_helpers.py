@@ -42,3 +42,17 @@ def test_boxes_move_toward_the_cell_they_overlap_most_and_false_positives_stay()
     np.testing.assert_allclose(moved_toward_cells(boxes, gt, 0.0), boxes)
     assert moved_toward_cells(boxes, gt, 1.0, min_iou=0.5)[0].tolist() == [2, 2, 12, 12]  # below the overlap floor
     assert moved_toward_cells(np.zeros((0, 4)), gt, 1.0).shape == (0, 4)
+
+
+def test_the_rest_of_an_image_is_every_other_cell_of_that_image_only():
+    from bench_few_boxes import in_quarter, rest_of_image
+
+    boxes = np.array([[0, 0, 10, 10], [60, 0, 70, 10], [45, 45, 56, 56]], np.float32)
+    np.testing.assert_array_equal(in_quarter(boxes, (100, 100)), [True, False, False])  # (50.5, 50.5) is out
+    data = {"images": [{"id": 1}, {"id": 2}], "categories": [{"id": 1}],
+            "annotations": [{"id": i + 1, "image_id": 1, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]}
+                            for i, b in enumerate(boxes.tolist())]
+            + [{"id": 9, "image_id": 2, "bbox": [60, 0, 10, 10]}]}
+    rest = rest_of_image(data, 1, (100, 100))
+    assert [im["id"] for im in rest["images"]] == [1]
+    assert [a["id"] for a in rest["annotations"]] == [2, 3]
