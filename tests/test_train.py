@@ -105,6 +105,9 @@ def test_training_the_detector_leaves_the_mask_branch_as_it_was(tmp_path):
         assert not any(k.startswith("roi_heads.polygon_head.") for k in changed)
         if trainable == "box_heads":
             assert all(k.startswith(("rpn.", "roi_heads.box_")) for k in changed)
+        # The mask branch's terms are not even computed.
+        terms = read_loss_log(tmp_path / trainable / "loss_log.jsonl")[-1]
+        assert "loss_classifier" in str(terms) and "loss_unary" not in str(terms)
 
 
 def test_reset_polygon_head_keeps_the_loaded_detector_and_starts_a_fresh_mask_branch(tmp_path):

@@ -40,9 +40,6 @@ TRAINED_PARTS = {
     "polygon_head": (("roi_heads.polygon_head.",), ()),
 }
 
-# The mask branch's loss terms (losses/__init__.py), left out when only the detector trains.
-MASK_TERMS = ("loss_unary", "loss_fill", "loss_local", "loss_global", "loss_mask")
-
 
 @dataclass
 class StepInfo:
@@ -146,6 +143,8 @@ class Trainer:
             for name, param in self.model.named_parameters():
                 if not name.startswith(include) or name.startswith(exclude):
                     param.requires_grad_(False)
+        # With the mask branch kept, its loss terms are not computed: they must not move the features it reads.
+        self.model.roi_heads.polygon_losses = config.train.trainable not in ("detector", "box_heads")
         self.model.to(self.device)
         # After loading and moving: the average starts as a copy of the model it follows.
         self.ema = weight_average(self.model, config.train.ema_decay) if config.train.ema_decay > 0 else None
@@ -308,9 +307,6 @@ class Trainer:
         targets = [{k: v.to(self.device) for k, v in t.items()} for _, t in batch]
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
             losses = self.ddp_model(images, targets)
-            if self.config.train.trainable in ("detector", "box_heads"):
-                # The mask branch is kept, so its terms must not move the features it reads either.
-                losses = {k: v for k, v in losses.items() if k not in MASK_TERMS}
             loss = combine_losses(losses, self.config.loss, self.step, self.pairwise_warmup_steps)
         if not torch.isfinite(loss):
             raise FloatingPointError(

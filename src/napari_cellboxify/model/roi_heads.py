@@ -42,6 +42,9 @@ class PolygonRoIHeads(IgnoreAwareRoIHeads):
         self.loss_config = loss_config
         self.inference_chunk = inference_chunk
         self.clip_to_box = clip_to_box
+        # False: training computes the box losses only (the Trainer sets it when the mask branch is kept as loaded,
+        # train.trainable detector/box_heads): its terms would otherwise move the features it reads, and cost time.
+        self.polygon_losses = True
         self.register_buffer("image_mean", torch.tensor(image_mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(image_std).view(1, -1, 1, 1), persistent=False)
 
@@ -57,7 +60,9 @@ class PolygonRoIHeads(IgnoreAwareRoIHeads):
         if self.training:
             loss_classifier, loss_box_reg = fastrcnn_loss(class_logits, box_regression, labels, regression_targets)
             losses = {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
-            losses.update(self._polygon_losses(features, proposals, matched_idxs, labels, targets, image_shapes, images))
+            if self.polygon_losses:
+                losses.update(self._polygon_losses(features, proposals, matched_idxs, labels, targets, image_shapes,
+                                                   images))
             return [], losses
 
         boxes, scores, labels = self.postprocess_detections(class_logits, box_regression, proposals, image_shapes)
