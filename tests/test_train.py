@@ -61,29 +61,28 @@ def test_a_resumed_fine_tuning_run_keeps_the_pairwise_terms_at_full_weight(tmp_p
     np.testing.assert_allclose(curve_split, curve_full, rtol=1e-5, atol=1e-6)
 
 
-def test_training_only_the_polygon_head_leaves_the_detector_as_it_was(tmp_path):
+def _changed_by_training(config, out_dir) -> set[str]:
+    """Names of the state entries that two training steps changed."""
     import torch
 
-    config = tiny_config(steps=2)
-    config.train.trainable = "polygon_head"
-    trainer = Trainer(config, _source(config), tmp_path / "run")
+    trainer = Trainer(config, _source(config), out_dir)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     trainer.fit()
     after = trainer.model.state_dict()
-    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    return {k for k in before if not torch.equal(before[k], after[k])}
+
+
+def test_training_only_the_polygon_head_leaves_the_detector_as_it_was(tmp_path):
+    config = tiny_config(steps=2)
+    config.train.trainable = "polygon_head"
+    changed = _changed_by_training(config, tmp_path / "run")
     assert changed and all(k.startswith("roi_heads.polygon_head.") for k in changed)
 
 
 def test_training_the_heads_leaves_the_trunk_and_fpn_as_they_were(tmp_path):
-    import torch
-
     config = tiny_config(steps=2)
     config.train.trainable = "heads"
-    trainer = Trainer(config, _source(config), tmp_path / "run")
-    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    trainer.fit()
-    after = trainer.model.state_dict()
-    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    changed = _changed_by_training(config, tmp_path / "run")
     assert all(k.startswith(("rpn.", "roi_heads.")) for k in changed)
     # All three heads learn.
     assert {k.split(".")[0] + "." + k.split(".")[1] for k in changed} >= {"rpn.head", "roi_heads.box_head",
@@ -91,16 +90,10 @@ def test_training_the_heads_leaves_the_trunk_and_fpn_as_they_were(tmp_path):
 
 
 def test_training_the_detector_leaves_the_mask_branch_as_it_was(tmp_path):
-    import torch
-
     for trainable, moved in (("detector", "backbone."), ("box_heads", "roi_heads.box_")):
         config = tiny_config(steps=2)
         config.train.trainable = trainable
-        trainer = Trainer(config, _source(config), tmp_path / trainable)
-        before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-        trainer.fit()
-        after = trainer.model.state_dict()
-        changed = {k for k in before if not torch.equal(before[k], after[k])}
+        changed = _changed_by_training(config, tmp_path / trainable)
         assert any(k.startswith(moved) for k in changed)
         assert not any(k.startswith("roi_heads.polygon_head.") for k in changed)
         if trainable == "box_heads":
