@@ -116,9 +116,9 @@ def main(argv=None) -> int:
             pred = pred.select(~in_quarter(pred.boxes_xyxy, shape))
             dets = prediction_to_coco(pred, entry.id)
             twin_dets = prediction_to_coco(predictor.segment_image(twin_image, score_threshold=0.05), twin.id)
-            return {f"{where} {kind}": coco_eval(gt, d, kind, [i], sizes=False)["AP"]
+            return {f"{where} {iou_type}": coco_eval(gt, d, iou_type, [i], sizes=False)["AP"]
                     for where, gt, d, i in (("rest", rest_gt, dets, entry.id), ("val", val_gt, twin_dets, twin.id))
-                    for kind in ("bbox", "segm")}
+                    for iou_type in ("bbox", "segm")}
 
         start.image_scale = own_zoom
         zoom = fit_zoom(start, [(image, quarter)]).zoom
@@ -138,8 +138,8 @@ def main(argv=None) -> int:
                 config.model.image_scale = zoom  # the panel's Zoom after fitting, which fine-tuning trains at
                 apply_panel_training(config, args.steps, min(shape))
                 config.train.seed = args.seed
-                for key, value in overrides.items():
-                    setattr(config.train, key, value)
+                for field, value in overrides.items():
+                    setattr(config.train, field, value)
                 config.validate()
                 t0 = time.time()
                 trainer = Trainer(config, CocoSource(load_coco(ann, args.data / "train" / "images"), config),
@@ -170,8 +170,8 @@ def main(argv=None) -> int:
             "fitted to those boxes. Scored on the rest of the same image (cells and detections centred outside the "
             "quarter) and on the val image of the same cell type; LIVECell COCO settings, AP in %.\n\n"
             + "\n".join(lines) + f"\n\nMean over the {len(args.images)} images:\n\n" + "\n".join(means))
-    arms = "" if args.recipes == list(RECIPES) else ": " + ", ".join(args.recipes)
-    write_section("Fine-tuning from a few boxes" + arms + (f" (seed {args.seed})" if args.seed else ""), body)
+    which = "" if args.recipes == list(RECIPES) else ": " + ", ".join(args.recipes)
+    write_section("Fine-tuning from a few boxes" + which + (f" (seed {args.seed})" if args.seed else ""), body)
     return 0
 
 
