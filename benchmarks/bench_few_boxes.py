@@ -33,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import LIVECELL_MINI, livecell_mini_missing, write_section  # noqa: E402
-from bench_partial_boxes import quarter_boxes  # noqa: E402
+from bench_partial_boxes import in_quarter, quarter_boxes  # noqa: E402
 
 # One train image per cell type that val also holds (MCF7 has no val image).
 IMAGES = ("A172_Phase_C7_1_00d20h00m_4.tif", "BT474_Phase_D3_2_03d16h00m_1.tif", "SKOV3_Phase_E4_1_00d00h00m_1.tif",
@@ -47,14 +47,6 @@ RECIPES = {
     "box_heads": ("fine-tune, RPN and box head only (the panel's recipe from session 17)",
                   {"trainable": "box_heads"}),
 }
-
-
-def in_quarter(boxes_xyxy: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Which boxes have their centre in the top-left quarter (bench_partial_boxes.quarter_boxes' rule)."""
-    h, w = shape
-    boxes_xyxy = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
-    cx, cy = (boxes_xyxy[:, 0] + boxes_xyxy[:, 2]) / 2, (boxes_xyxy[:, 1] + boxes_xyxy[:, 3]) / 2
-    return (cx < w / 2) & (cy < h / 2)
 
 
 def rest_of_image(coco_data: dict, image_id: int, shape: tuple[int, int]) -> dict:

@@ -34,12 +34,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import LIVECELL_MINI, livecell_mini_missing, write_section  # noqa: E402
 
 
-def quarter_boxes(boxes_xyxy: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """The boxes whose centre lies in the top-left quarter of an image of ``shape`` (H, W)."""
+def in_quarter(boxes_xyxy: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Which boxes have their centre in the top-left quarter of an image of ``shape`` (H, W)."""
     h, w = shape
+    boxes_xyxy = np.asarray(boxes_xyxy).reshape(-1, 4)
     cx = (boxes_xyxy[:, 0] + boxes_xyxy[:, 2]) / 2
     cy = (boxes_xyxy[:, 1] + boxes_xyxy[:, 3]) / 2
-    return boxes_xyxy[(cx < w / 2) & (cy < h / 2)]
+    return (cx < w / 2) & (cy < h / 2)
+
+
+def quarter_boxes(boxes_xyxy: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The boxes whose centre lies in the top-left quarter of an image of ``shape`` (H, W)."""
+    return boxes_xyxy[in_quarter(boxes_xyxy, shape)]
 
 
 def main(argv=None) -> int:

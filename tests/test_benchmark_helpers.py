@@ -8,7 +8,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from bench_errors import image_errors, moved_toward_cells, rank_correlation  # noqa: E402
-from bench_partial_boxes import quarter_boxes  # noqa: E402
+from bench_partial_boxes import in_quarter, quarter_boxes  # noqa: E402
 
 
 def test_image_errors_measure_recall_size_bias_and_best_overlaps():
@@ -45,7 +45,7 @@ def test_boxes_move_toward_the_cell_they_overlap_most_and_false_positives_stay()
 
 
 def test_the_rest_of_an_image_is_every_other_cell_of_that_image_only():
-    from bench_few_boxes import in_quarter, rest_of_image
+    from bench_few_boxes import rest_of_image
 
     boxes = np.array([[0, 0, 10, 10], [60, 0, 70, 10], [45, 45, 56, 56]], np.float32)
     np.testing.assert_array_equal(in_quarter(boxes, (100, 100)), [True, False, False])  # (50.5, 50.5) is out

@@ -144,7 +144,8 @@ class Trainer:
                 if not name.startswith(include) or name.startswith(exclude):
                     param.requires_grad_(False)
         # With the mask branch kept, its loss terms are not computed: they must not move the features it reads.
-        self.model.roi_heads.polygon_losses = config.train.trainable not in ("detector", "box_heads")
+        heads = self.model.roi_heads
+        heads.polygon_losses = any(p.requires_grad for p in heads.polygon_head.parameters())
         self.model.to(self.device)
         # After loading and moving: the average starts as a copy of the model it follows.
         self.ema = weight_average(self.model, config.train.ema_decay) if config.train.ema_decay > 0 else None
