@@ -1,7 +1,8 @@
 """Speed, side by side in one run: CellBoxify vs stock torchvision Mask R-CNN, same backbone and detections.
 
 - inference: image -> full-resolution instance masks for a 704x520 LIVECell val image (~300 cells);
-- training: one step, ours box-only vs stock Mask R-CNN fully supervised, same image and GT.
+- training: one step, ours box-only vs stock Mask R-CNN fully supervised, same image and GT;
+- the number of tensor operations each dispatches (a GPU step of small kernels is bound by their launches).
 Both models are randomly initialised (timings do not depend on the weights), with the score threshold at 0 and
 the detection cap at the image's cell count so both produce the same number of instances.
 
@@ -48,6 +49,23 @@ def stock_maskrcnn(config: CellBoxifyConfig, n_dets: int):
                      rpn_post_nms_top_n_train=m.rpn_post_nms_top_n_train,
                      box_score_thresh=0.0, box_detections_per_img=n_dets, min_size=520, max_size=1333)
     return model
+
+
+def count_operations(fn) -> int:
+    """Tensor operations ``fn`` dispatches (forward and backward). On a GPU each is at least one kernel launch, and
+    a step of small kernels is bound by their number, not their arithmetic: this counts what a CPU run can see."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        fn()
+    return Count.calls
 
 
 def timed(fn, repeats: int, sync) -> list[float]:
@@ -122,22 +140,30 @@ def main() -> None:
     rows = []
     t_ours = timed(lambda: infer(ours), args.repeats, sync)
     t_stock = timed(lambda: infer(stock), args.repeats, sync)
-    rows.append(("inference, image -> instance masks", t_ours, t_stock))
+    rows.append(("inference, image -> instance masks (s)", t_ours, t_stock))
     t_ours_tr = timed(train(ours, box_target), args.repeats, sync)
     t_stock_tr = timed(train(stock, target), args.repeats, sync)
-    rows.append(("one training step (ours box-only, stock full masks)", t_ours_tr, t_stock_tr))
+    rows.append(("one training step, ours box-only, stock full masks (s)", t_ours_tr, t_stock_tr))
+    counts = [("operations dispatched, inference", count_operations(lambda: infer(ours)),
+               count_operations(lambda: infer(stock))),
+              ("operations dispatched, one training step", count_operations(train(ours, box_target)),
+               count_operations(train(stock, target)))]
 
     lines = [
         f"Image `{name}` ({sample.image.shape[1]}x{sample.image.shape[0]}, {n_cells} annotated cells, "
         f"{n_cells} detections from both models), backbone {args.backbone}-FPN, device {device.type}"
         f"{' (AMP)' if device.type == 'cuda' else ''}, median of {args.repeats} runs after one warm-up.",
         "",
-        "| what | CellBoxify (s) | stock Mask R-CNN (s) | ratio ours/stock |",
+        "Operations: tensor operations dispatched (forward and backward), each at least one kernel launch on a GPU.",
+        "",
+        "| what | CellBoxify | stock Mask R-CNN | ratio ours/stock |",
         "|---|---|---|---|",
     ]
     for what, a, b in rows:
         ma, mb = statistics.median(a), statistics.median(b)
         lines.append(f"| {what} | {ma:.3f} | {mb:.3f} | {ma / mb:.2f} |")
+    for what, a, b in counts:
+        lines.append(f"| {what} | {a:,} | {b:,} | {a / b:.2f} |")
     write_section(f"Speed ({args.backbone}, {device.type})", "\n".join(lines))
 
 

@@ -64,6 +64,37 @@ def test_training_returns_every_loss_term_and_backpropagates():
     assert "loss_fill" not in losses
 
 
+def test_each_refinement_stage_counts_once_in_every_polygon_term():
+    # The stages are scored in one pass (stacked); each term must equal the mean of the term scored on each
+    # stage alone, in box and in mask mode.
+    syn = synthetic_cells((96, 96), 5, seed=1)
+    image = to_model_input(normalize_image(syn.image))
+    target = {"boxes": torch.from_numpy(syn.boxes_xyxy), "labels": torch.ones(len(syn.boxes_xyxy), dtype=torch.int64),
+              "masks": torch.from_numpy(syn.masks())}
+    for supervision, terms in (("box", ("loss_unary", "loss_local", "loss_global")), ("mask", ("loss_mask",))):
+        c = tiny_config()
+        c.model.refine_stages = 3
+        c.loss.supervision = supervision
+        m = build_model(c).train()
+        head = m.roi_heads.polygon_head
+        for stage in head.stages:  # zero-initialised offsets would make the three stages the same polygon
+            torch.nn.init.normal_(stage.out.weight, std=0.05)
+        every_stage = head.forward
+
+        def losses_of(stages):
+            head.forward = lambda features: [every_stage(features)[i] for i in stages]
+            torch.manual_seed(0)  # the same proposals and samples in every call
+            with torch.no_grad():
+                return m([image], [target])
+
+        together = losses_of([0, 1, 2])
+        alone = [losses_of([i]) for i in range(3)]
+        assert len({round(float(a["loss_global" if supervision == "box" else "loss_mask"]), 6) for a in alone}) == 3
+        for term in terms:
+            mean = sum(float(a[term]) for a in alone) / 3
+            assert abs(float(together[term]) - mean) <= 1e-5 * max(1.0, abs(mean)), (supervision, term)
+
+
 def test_mask_mode_uses_the_same_network_with_the_mask_loss():
     c = tiny_config()
     box_model = build_model(c)

@@ -44,3 +44,21 @@ def test_box_frame_maps_box_corners_to_grid_corners():
     poly = torch.tensor([[[10.0, 20.0], [30.0, 60.0]]])
     out = polygons_to_box_frame(poly, boxes, 64, padding=0.0)
     assert torch.allclose(out, torch.tensor([[[0.0, 0.0], [64.0, 64.0]]]))
+
+
+def test_edges_in_chunks_give_the_same_distances_signs_and_nearest_edges_as_one_at_a_time():
+    # The chunked formulation runs on accelerators only; here both run on the CPU, on convex, concave and
+    # degenerate outlines (repeated vertices, as clipping into a box makes) that cross the grid's border.
+    from napari_cellboxify.losses.rasterize import _nearest_edges_by_edge, _nearest_edges_chunked
+
+    torch.manual_seed(0)
+    theta = torch.linspace(0, 2 * np.pi, 33)[:-1]
+    radius = 14 + 10 * torch.rand(6, 32)
+    wobbly = torch.stack([30 + radius * torch.cos(theta), 34 + radius * torch.sin(theta)], -1)
+    batches = (wobbly, wobbly.clamp(4.0, 40.0), torch.from_numpy(CONCAVE)[None])
+    for polys in batches:
+        reference = _nearest_edges_by_edge(polys, 48)
+        assert reference[3].eq(1).any() and reference[3].eq(-1).any()
+        for chunk in (1, 5, 32, 100):
+            for ref, got in zip(reference, _nearest_edges_chunked(polys, 48, chunk)):
+                assert torch.equal(ref, got), chunk
