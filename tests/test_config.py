@@ -74,6 +74,7 @@ def test_partial_file_keeps_defaults(tmp_path):
         ({"loss": {"global_channel": "colour"}}, "global_channel"),
         ({"loss": {"contrast_window": 4}}, "contrast_window"),
         ({"data": {"hflip": "yes"}}, "data.hflip"),
+        ({"model": {"refine_passes": 0}}, "model.refine_passes"),
     ],
 )
 def test_bad_values_name_the_key(data, words):

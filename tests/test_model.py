@@ -95,6 +95,28 @@ def test_each_refinement_stage_counts_once_in_every_polygon_term():
             assert abs(float(together[term]) - mean) <= 1e-5 * max(1.0, abs(mean)), (supervision, term)
 
 
+def test_a_second_pass_runs_the_same_stages_from_the_first_pass_polygons():
+    from napari_cellboxify.model.polygon_head import PolygonHead
+
+    torch.manual_seed(0)
+    one = PolygonHead(8, channels=16, num_vertices=16, stages=2)
+    for stage in one.stages:  # zero-initialised offsets would leave every polygon at the start contour
+        torch.nn.init.normal_(stage.out.weight, std=0.05)
+    two = PolygonHead(8, channels=16, num_vertices=16, stages=2, passes=2)
+    two.load_state_dict(one.state_dict())  # passes add no weights
+    features = torch.rand(3, 8, 7, 7)
+    with torch.no_grad():
+        first, both = one(features), two(features)
+        assert len(first) == 2 and len(both) == 4
+        assert all(torch.equal(a, b) for a, b in zip(first, both[:2]))
+        again = one.stages[0](one.trunk(features), first[-1])
+    assert torch.allclose(both[2], again) and not torch.allclose(both[3], both[1], atol=1e-4)
+
+    c = tiny_config()
+    c.model.refine_passes = 2
+    assert build_model(c).roi_heads.polygon_head.passes == 2
+
+
 def test_mask_mode_uses_the_same_network_with_the_mask_loss():
     c = tiny_config()
     box_model = build_model(c)

@@ -136,7 +136,8 @@ class CellBoxify(FasterRCNN):
             detections_per_img=m.detections_per_img,
             polygon_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"], output_size=m.polygon_roi_size, sampling_ratio=2),
             polygon_head=PolygonHead(
-                backbone.out_channels, m.head_channels, m.num_vertices, m.refine_stages, m.polygon_init
+                backbone.out_channels, m.head_channels, m.num_vertices, m.refine_stages, m.polygon_init,
+                passes=m.refine_passes,
             ),
             loss_config=lo,
             image_mean=IMAGE_MEAN,

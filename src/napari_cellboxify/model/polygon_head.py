@@ -74,7 +74,11 @@ class SnakeStage(nn.Module):
 
 
 class PolygonHead(nn.Module):
-    """RoI features (N, C, R, R) -> refined polygons, one (N, V, 2) box-normalised tensor per stage."""
+    """RoI features (N, C, R, R) -> refined polygons, one (N, V, 2) box-normalised tensor per stage and pass.
+
+    With ``passes`` > 1 the stages run again from the last stage's polygons (same weights): each stage reads the
+    features at its input's vertices, so a later pass corrects what the first left.
+    """
 
     def __init__(
         self,
@@ -83,8 +87,10 @@ class PolygonHead(nn.Module):
         num_vertices: int = 64,
         stages: int = 3,
         init: str = "ellipse",
+        passes: int = 1,
     ):
         super().__init__()
+        self.passes = passes
         self.trunk = nn.Sequential(
             nn.Conv2d(in_channels, channels, 3, padding=1),
             nn.ReLU(inplace=True),
@@ -98,7 +104,8 @@ class PolygonHead(nn.Module):
         features = self.trunk(roi_features)
         vertices = self.init_contour[None].expand(roi_features.shape[0], -1, -1).to(features.dtype)
         outputs = []
-        for stage in self.stages:
-            vertices = stage(features, vertices)
-            outputs.append(vertices)
+        for _ in range(self.passes):
+            for stage in self.stages:
+                vertices = stage(features, vertices)
+                outputs.append(vertices)
         return outputs

@@ -119,7 +119,7 @@ class PolygonRoIHeads(IgnoreAwareRoIHeads):
         stages = self.polygon_head(roi_features)
         # Every stage is supervised (deep supervision, as in Deep Snake/BoxSnake), all stages in one pass: each term
         # is a mean over RoIs (the local term over pixel pairs, whose weights are the same in every stage), so on
-        # the stages' polygons stacked it is the mean of its per-stage values, with a third of the operations (a
+        # the stages' polygons stacked it is the mean of its per-stage values, in one stage's number of operations (a
         # GPU step is launch-bound: bench_speed counts them).
         repeat = len(stages)
         vertices = torch.cat(stages)
