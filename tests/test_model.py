@@ -95,7 +95,7 @@ def test_each_refinement_stage_counts_once_in_every_polygon_term():
             assert abs(float(together[term]) - mean) <= 1e-5 * max(1.0, abs(mean)), (supervision, term)
 
 
-def test_a_second_pass_runs_the_same_stages_from_the_first_pass_polygons():
+def test_a_second_pass_at_inference_runs_the_same_stages_from_the_first_pass_polygons():
     from napari_cellboxify.model.polygon_head import PolygonHead
 
     torch.manual_seed(0)
@@ -105,6 +105,8 @@ def test_a_second_pass_runs_the_same_stages_from_the_first_pass_polygons():
     two = PolygonHead(8, channels=16, num_vertices=16, stages=2, passes=2)
     two.load_state_dict(one.state_dict())  # passes add no weights
     features = torch.rand(3, 8, 7, 7)
+    assert len(two(features)) == 2  # training supervises one pass
+    one.eval(), two.eval()
     with torch.no_grad():
         first, both = one(features), two(features)
         assert len(first) == 2 and len(both) == 4
@@ -113,8 +115,8 @@ def test_a_second_pass_runs_the_same_stages_from_the_first_pass_polygons():
     assert torch.allclose(both[2], again) and not torch.allclose(both[3], both[1], atol=1e-4)
 
     c = tiny_config()
-    c.model.refine_passes = 2
-    assert build_model(c).roi_heads.polygon_head.passes == 2
+    c.model.refine_passes = 3
+    assert build_model(c).roi_heads.polygon_head.passes == 3
 
 
 def test_mask_mode_uses_the_same_network_with_the_mask_loss():

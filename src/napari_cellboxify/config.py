@@ -47,10 +47,11 @@ class ModelConfig:
     # polygon head
     num_vertices: int = 64
     refine_stages: int = 3
-    # Times the head runs its stages, each pass starting from the last one's polygons (training and inference).
-    # A second pass at inference, on weights trained with one, sharpened outlines on livecell-mini (train segm AP
-    # 15.69 -> 15.91, AP75 17.40 -> 18.46; val 19.90 -> 20.54; benchmarks/RESULTS.md, session 18).
-    refine_passes: int = 1
+    # Times the head runs its stages at inference, each pass starting from the last one's polygons (training
+    # supervises one). A second pass sharpened the outlines of all four mask branches tried on livecell-mini (the
+    # shipped one: train segm AP 15.69 -> 15.91, AP75 17.40 -> 18.46; val 19.90 -> 20.54; a third pass gave less;
+    # benchmarks/RESULTS.md, "Refinement passes at inference"). An inference setting: --set overrides it.
+    refine_passes: int = 2
     polygon_roi_size: int = 14
     head_channels: int = 128
     polygon_init: str = "ellipse"  # ellipse | box: the contour the refinement starts from, inside each box

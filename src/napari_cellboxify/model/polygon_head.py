@@ -76,8 +76,10 @@ class SnakeStage(nn.Module):
 class PolygonHead(nn.Module):
     """RoI features (N, C, R, R) -> refined polygons, one (N, V, 2) box-normalised tensor per stage and pass.
 
-    With ``passes`` > 1 the stages run again from the last stage's polygons (same weights): each stage reads the
-    features at its input's vertices, so a later pass corrects what the first left.
+    With ``passes`` > 1 the stages run again, at inference, from the last stage's polygons (same weights): each
+    stage reads the features at its input's vertices, so a later pass corrects what the first left. Training
+    always supervises one pass: a head trained with two cost 2.6x per step and did no better than a one-pass head
+    run twice at inference (benchmarks/RESULTS.md, session 18).
     """
 
     def __init__(
@@ -104,7 +106,7 @@ class PolygonHead(nn.Module):
         features = self.trunk(roi_features)
         vertices = self.init_contour[None].expand(roi_features.shape[0], -1, -1).to(features.dtype)
         outputs = []
-        for _ in range(self.passes):
+        for _ in range(1 if self.training else self.passes):
             for stage in self.stages:
                 vertices = stage(features, vertices)
                 outputs.append(vertices)
