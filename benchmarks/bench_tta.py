@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import livecell_mini_args, livecell_mini_missing, shown, write_section  # noqa: E402
+from _results import livecell_mini_args, livecell_mini_missing, segment_timed, shown, write_section  # noqa: E402
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -46,12 +45,9 @@ def main(argv=None) -> int:
         base_time = None
         for mode in TTA_MODES:
             predictor.tta = mode
-            detections, seconds = [], []
-            for entry, image in zip(coco.images, images):
-                start = time.perf_counter()
-                pred = predictor.segment_image(image, score_threshold=0.05)
-                seconds.append(time.perf_counter() - start)
-                detections += prediction_to_coco(pred, entry.id)
+            predictions, seconds = segment_timed(predictor, images)
+            detections = [d for entry, pred in zip(coco.images, predictions)
+                          for d in prediction_to_coco(pred, entry.id)]
             m = evaluate_detections(coco, detections)
             per_type = ", ".join(f"{k} {v['segm_AP']:.1f}" for k, v in m["per_cell_type"].items())
             mean_time = float(np.mean(seconds))

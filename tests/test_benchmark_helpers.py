@@ -56,3 +56,19 @@ def test_the_rest_of_an_image_is_every_other_cell_of_that_image_only():
     rest = rest_of_image(data, 1, (100, 100))
     assert [im["id"] for im in rest["images"]] == [1]
     assert [a["id"] for a in rest["annotations"]] == [2, 3]
+
+
+def test_segment_timed_gives_each_image_its_prediction_and_time_at_the_benchmarks_score_threshold():
+    from _results import segment_timed
+
+    class Recorder:  # stands in for Predictor: segment_timed only calls segment_image
+        thresholds = []
+
+        def segment_image(self, image, score_threshold=None):
+            self.thresholds.append(score_threshold)
+            return float(image.sum())
+
+    predictions, seconds = segment_timed(Recorder(), [np.ones((2, 3)), np.zeros((4, 4)), np.full((1, 1), 2.0)])
+    assert predictions == [6.0, 0.0, 2.0]
+    assert len(seconds) == 3 and all(s >= 0 for s in seconds)
+    assert Recorder.thresholds == [0.05, 0.05, 0.05]
