@@ -75,3 +75,8 @@ def segment_timed(predictor, images) -> tuple[list, list[float]]:
         predictions.append(predictor.segment_image(image, score_threshold=0.05))
         seconds.append(time.perf_counter() - start)
     return predictions, seconds
+
+
+def segm_ap_per_type(metrics: dict) -> str:
+    """``evaluate_detections``' segm AP per cell type as one table cell: ``A172 10.2, BT474 20.7, ...``."""
+    return ", ".join(f"{k} {v['segm_AP']:.1f}" for k, v in metrics["per_cell_type"].items())

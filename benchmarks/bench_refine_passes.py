@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import livecell_mini_args, livecell_mini_missing, segment_timed, shown, write_section  # noqa: E402
+from _results import (  # noqa: E402
+    livecell_mini_args, livecell_mini_missing, segment_timed, segm_ap_per_type, shown, write_section,
+)
 
 
 def main(argv=None) -> int:
@@ -52,7 +54,7 @@ def main(argv=None) -> int:
                           for d in prediction_to_coco(pred, entry.id)]
             m = evaluate_detections(coco, detections)
             oracle = oracle_box_iou(predictor, coco)["mean_iou_model"]
-            per_type = ", ".join(f"{k} {v['segm_AP']:.1f}" for k, v in m["per_cell_type"].items())
+            per_type = segm_ap_per_type(m)
             mean_time = float(np.mean(seconds))
             base_time = base_time or mean_time
             rows.append(f"| {split} | {passes} | {m['bbox']['AP']:.2f} | {m['segm']['AP']:.2f} "

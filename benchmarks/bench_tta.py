@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import livecell_mini_args, livecell_mini_missing, segment_timed, shown, write_section  # noqa: E402
+from _results import (  # noqa: E402
+    livecell_mini_args, livecell_mini_missing, segment_timed, segm_ap_per_type, shown, write_section,
+)
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -49,7 +51,7 @@ def main(argv=None) -> int:
             detections = [d for entry, pred in zip(coco.images, predictions)
                           for d in prediction_to_coco(pred, entry.id)]
             m = evaluate_detections(coco, detections)
-            per_type = ", ".join(f"{k} {v['segm_AP']:.1f}" for k, v in m["per_cell_type"].items())
+            per_type = segm_ap_per_type(m)
             mean_time = float(np.mean(seconds))
             base_time = base_time or mean_time
             rows.append(f"| {split} | {mode} | {m['bbox']['AP']:.2f} | {m['segm']['AP']:.2f} | {m['segm']['AP50']:.2f} "

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import livecell_mini_args, livecell_mini_missing, shown, write_section  # noqa: E402
+from _results import (  # noqa: E402
+    livecell_mini_args, livecell_mini_missing, segm_ap_per_type, segment_timed, shown, write_section,
+)
 
 
 def main(argv=None) -> int:
@@ -50,17 +51,15 @@ def main(argv=None) -> int:
         per_image: dict[int, list[tuple[float, float, list[dict]]]] = {entry.id: [] for entry in coco.images}
         for zoom in args.zooms:
             predictor.image_scale = zoom
-            detections, seconds, counts = [], [], []
-            for entry, image in zip(coco.images, images):
-                start = time.perf_counter()
-                pred = predictor.segment_image(image, score_threshold=0.05)
-                seconds.append(time.perf_counter() - start)
+            predictions, seconds = segment_timed(predictor, images)
+            detections, counts = [], []
+            for entry, pred in zip(coco.images, predictions):
                 counts.append(int((pred.scores >= 0.5).sum()))
                 dets = prediction_to_coco(pred, entry.id)
                 per_image[entry.id].append((coco_eval(gt, dets, "segm", [entry.id], sizes=False)["AP"], zoom, dets))
                 detections += dets
             m = evaluate_detections(coco, detections)
-            per_type = ", ".join(f"{k} {v['segm_AP']:.1f}" for k, v in m["per_cell_type"].items())
+            per_type = segm_ap_per_type(m)
             mark = " (the weights' own)" if zoom == own_zoom else ""
             rows.append(f"| {split} | {zoom:g}{mark} | {m['bbox']['AP']:.2f} | {m['segm']['AP']:.2f} "
                         f"| {m['segm']['AP75']:.2f} | {per_type} | {np.mean(counts):.0f} "

@@ -72,3 +72,10 @@ def test_segment_timed_gives_each_image_its_prediction_and_time_at_the_benchmark
     assert predictions == [6.0, 0.0, 2.0]
     assert len(seconds) == 3 and all(s >= 0 for s in seconds)
     assert Recorder.thresholds == [0.05, 0.05, 0.05]
+
+
+def test_segm_ap_per_type_lists_each_cell_type_in_order_to_one_decimal():
+    from _results import segm_ap_per_type
+
+    metrics = {"per_cell_type": {"A172": {"segm_AP": 10.2413, "bbox_AP": 5.2}, "BT474": {"segm_AP": 20.75}}}
+    assert segm_ap_per_type(metrics) == "A172 10.2, BT474 20.8"
