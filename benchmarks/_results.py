@@ -67,13 +67,24 @@ def livecell_mini_missing(data: Path) -> bool:
     return True
 
 
-def segment_timed(predictor, images) -> tuple[list, list[float]]:
-    """Segment each image (score >= 0.05): the predictions and the seconds ``segment_image`` alone took on each."""
+def segment_timed(predictor, images, zooms=None) -> tuple[list, list[float]]:
+    """Segment each image (score >= 0.05): the predictions and the seconds ``segment_image`` alone took on each.
+
+    ``zooms``, one per image, segments each at its own ``image_scale`` (e.g. the zoom fitted to its boxes); the
+    predictor's zoom is left as it was.
+    """
+    own = getattr(predictor, "image_scale", None)
     predictions, seconds = [], []
-    for image in images:
-        start = time.perf_counter()
-        predictions.append(predictor.segment_image(image, score_threshold=0.05))
-        seconds.append(time.perf_counter() - start)
+    try:
+        for i, image in enumerate(images):
+            if zooms is not None:
+                predictor.image_scale = zooms[i]
+            start = time.perf_counter()
+            predictions.append(predictor.segment_image(image, score_threshold=0.05))
+            seconds.append(time.perf_counter() - start)
+    finally:
+        if zooms is not None:
+            predictor.image_scale = own
     return predictions, seconds
 
 

@@ -74,6 +74,21 @@ def test_segment_timed_gives_each_image_its_prediction_and_time_at_the_benchmark
     assert Recorder.thresholds == [0.05, 0.05, 0.05]
 
 
+def test_segment_timed_segments_each_image_at_its_own_zoom_and_restores_the_predictors():
+    from _results import segment_timed
+
+    class Recorder:
+        image_scale = 1.5
+
+        def segment_image(self, image, score_threshold=None):
+            return self.image_scale
+
+    recorder = Recorder()
+    predictions, _ = segment_timed(recorder, [np.ones((2, 2))] * 3, zooms=[0.75, 1.25, 2.0])
+    assert predictions == [0.75, 1.25, 2.0]
+    assert recorder.image_scale == 1.5
+
+
 def test_segm_ap_per_type_lists_each_cell_type_in_order_to_one_decimal():
     from _results import segm_ap_per_type
 

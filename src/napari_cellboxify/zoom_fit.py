@@ -1,9 +1,9 @@
 """Choose the zoom from the user's boxes: the zoom at which the detector's boxes match theirs best.
 
 The zoom (``model.image_scale``) must fit the cells' size in pixels, and cells of one type vary: on LIVECell val
-the default weights (trained at 1.5; one refinement pass, session 15) gave pooled segm AP 19.90 at their own
-zoom, while each image segmented at the zoom that matched its boxes best gave 22.03 (large flat A172 and SKOV3
-cells wanted 0.75, SkBr3 1.75; train, which the weights were tuned on: 15.69 -> 15.80). Boxes are what a CellBoxify user draws anyway, so they can
+the default weights (trained at 1.5) gave pooled segm AP 20.54 at their own zoom, while each image segmented at
+the zoom that matched its boxes best gave 22.52 (large flat A172 and SKOV3 cells wanted 0.75, SkBr3 1.75; train,
+which the weights were tuned on: 15.91 -> 16.15). Boxes are what a CellBoxify user draws anyway, so they can
 choose the zoom before any fine-tuning: detection only (no outlines) at six zooms around the current one, scored
 by COCO bbox AP against the boxes; about 6 s for a fully boxed 704x520 image on 2 CPU cores, 2 s on a GPU
 (benchmarks/bench_zoom.py, RESULTS.md "Zoom sensitivity" and "Session 16 on the GPU").
