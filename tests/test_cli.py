@@ -57,6 +57,8 @@ def test_missing_files_get_one_line_and_exit_1(tmp_path):
     assert "not found" in result.stderr and "Traceback" not in result.stderr
     result = _cli("predict", tmp_path / "none.tif", "--out", tmp_path / "o", "--weights", tmp_path / "w.pt")
     assert result.returncode == 1 and "Traceback" not in result.stderr
+    # the missing image is named before anything else is tried, and no empty output folder is left behind
+    assert "image not found" in result.stderr and "none.tif" in result.stderr and not (tmp_path / "o").exists()
 
 
 def test_train_predict_evaluate_export_end_to_end(tmp_path):

@@ -13,7 +13,7 @@ from napari_cellboxify.geometry import polygons_to_labels
 from napari_cellboxify.model import build_model
 from napari_cellboxify.predict import Prediction, Predictor
 
-from conftest import tiny_config
+from conftest import tiny_config, write_synthetic_coco
 
 
 class _GridModelStub(torch.nn.Module):
@@ -165,3 +165,50 @@ def test_predictor_zoom_reaches_the_network_and_the_config():
         predictor.image_scale = 0
     image = np.zeros((64, 48), np.uint8)
     assert predictor.segment_image(image).shape == (64, 48)  # results stay in the image's own pixels
+
+
+def _gt_detections(coco) -> list[dict]:
+    """Each annotation of ``coco`` as a perfect detection (its own box, and its mask when it has one)."""
+    return [{"image_id": a["image_id"], "category_id": 1, "bbox": a["bbox"], "score": 1.0}
+            | ({"segmentation": a["segmentation"]} if a.get("segmentation") else {})
+            for a in coco.data["annotations"]]
+
+
+def test_box_only_annotations_are_scored_on_boxes_and_say_why_masks_are_not(tmp_path):
+    # A user's own annotations are boxes; evaluating against them used to fail with KeyError('segmentation').
+    from napari_cellboxify.cli import format_metrics
+    from napari_cellboxify.evaluate import evaluate_detections
+
+    json_path, images_dir = write_synthetic_coco(tmp_path, n_images=2, n_cells=5, with_segmentation=False)
+    coco = load_coco(json_path, images_dir)
+    metrics = evaluate_detections(coco, _gt_detections(coco))
+    assert metrics["bbox"]["AP"] == pytest.approx(100.0) and "segm" not in metrics
+    assert "boxes only" in metrics["segm_skipped"]
+    assert any(line.startswith("segm AP not computed: the annotations are boxes only") for line in format_metrics(metrics))
+
+    data = json.loads(json_path.read_text())  # one traced cell among boxes: still not a fair mask score
+    data["annotations"][0]["segmentation"] = [[0, 0, 4, 0, 4, 4, 0, 4]]
+    json_path.write_text(json.dumps(data))
+    metrics = evaluate_detections(load_coco(json_path, images_dir), _gt_detections(coco))
+    assert "segm" not in metrics and metrics["segm_skipped"].startswith("9 of 10 annotations have no 'segmentation'")
+
+
+def test_traced_annotations_are_scored_on_masks_too(tmp_path):
+    from napari_cellboxify.evaluate import evaluate_detections
+
+    json_path, images_dir = write_synthetic_coco(tmp_path, n_images=1, n_cells=5)
+    coco = load_coco(json_path, images_dir)
+    metrics = evaluate_detections(coco, _gt_detections(coco))
+    assert metrics["segm"]["AP"] == pytest.approx(100.0) and "segm_skipped" not in metrics
+
+
+def test_evaluation_without_cells_or_masks_is_refused_with_the_reason(tmp_path):
+    from napari_cellboxify.evaluate import evaluate, oracle_box_iou
+
+    json_path, images_dir = write_synthetic_coco(tmp_path, n_images=1, n_cells=3, with_segmentation=False)
+    with pytest.raises(ValueError, match="no annotation has a mask"):
+        oracle_box_iou(None, load_coco(json_path, images_dir))  # refused before any model is needed
+    data = json.loads(json_path.read_text())
+    json_path.write_text(json.dumps(dict(data, annotations=[])))
+    with pytest.raises(ValueError, match="no annotated cells to evaluate against"):
+        evaluate(None, load_coco(json_path, images_dir))

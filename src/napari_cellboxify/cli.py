@@ -238,10 +238,12 @@ def format_metrics(metrics: dict) -> list[str]:
         lines.append(f"cells: {o['num_cells']}")
         return lines
     for kind in ("bbox", "segm"):
-        for name, value in metrics[kind].items():
+        for name, value in metrics.get(kind, {}).items():
             lines.append(f"{kind} {name} (0-100, maxDets 2000): {value:.2f}")
+    if "segm_skipped" in metrics:
+        lines.append(f"segm AP not computed: {metrics['segm_skipped']}")
     for cell, values in metrics.get("per_cell_type", {}).items():
-        lines.append(f"{cell}: bbox AP {values['bbox_AP']:.2f}  segm AP {values['segm_AP']:.2f}")
+        lines.append(f"{cell}: " + "  ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in values.items()))
     return lines
 
 

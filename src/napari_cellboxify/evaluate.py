@@ -72,12 +72,32 @@ def prediction_to_coco(pred: Prediction, image_id: int) -> list[dict]:
     return out
 
 
+def segm_unscorable(coco: CocoFile) -> str | None:
+    """Why segm AP cannot be computed against ``coco`` (annotations without masks), or None when it can.
+
+    A CellBoxify user's own annotations are boxes: they still measure detection (bbox AP), and mask AP needs
+    every cell traced, because COCOeval would count a detection on an untraced cell as a false positive.
+    """
+    anns = coco.data["annotations"]
+    missing = sum(1 for a in anns if not a.get("segmentation"))
+    if not missing:
+        return None
+    if missing == len(anns):
+        return "the annotations are boxes only (no 'segmentation'): masks cannot be scored, boxes are"
+    return f"{missing} of {len(anns)} annotations have no 'segmentation': masks cannot be scored, boxes are"
+
+
 def evaluate_detections(coco: CocoFile, detections: list[dict]) -> dict:
-    """bbox and segm metrics overall and per cell type."""
+    """bbox and segm metrics overall and per cell type; segm only when every annotation has a mask, else
+    ``metrics["segm_skipped"]`` says why."""
     gt = coco.pycocotools()
     for ann in gt.dataset["annotations"]:  # COCOeval needs an area per GT; LIVECell's is the polygon area
         ann.setdefault("area", ann["bbox"][2] * ann["bbox"][3])
-    metrics: dict = {"bbox": coco_eval(gt, detections, "bbox"), "segm": coco_eval(gt, detections, "segm")}
+    skipped = segm_unscorable(coco)
+    kinds = ("bbox",) if skipped else ("bbox", "segm")
+    metrics: dict = {kind: coco_eval(gt, detections, kind) for kind in kinds}
+    if skipped:
+        metrics["segm_skipped"] = skipped
     types: dict[str, list[int]] = {}
     for image in coco.images:
         kind = cell_type(image.file_name)
@@ -85,9 +105,8 @@ def evaluate_detections(coco: CocoFile, detections: list[dict]) -> dict:
             types.setdefault(kind, []).append(image.id)
     if types:
         metrics["per_cell_type"] = {
-            kind: {"bbox_AP": coco_eval(gt, detections, "bbox", ids)["AP"],
-                   "segm_AP": coco_eval(gt, detections, "segm", ids)["AP"]}
-            for kind, ids in sorted(types.items())
+            cell: {f"{kind}_AP": coco_eval(gt, detections, kind, ids)["AP"] for kind in kinds}
+            for cell, ids in sorted(types.items())
         }
     return metrics
 
@@ -95,6 +114,8 @@ def evaluate_detections(coco: CocoFile, detections: list[dict]) -> dict:
 def evaluate(predictor: Predictor, coco: CocoFile, progress: Callable[[int, int], None] | None = None,
              score_threshold: float = 0.05) -> dict:
     """Segment every image of ``coco`` and score the result against its annotations."""
+    if not coco.data["annotations"]:  # COCOeval would report AP 0 (its -1, "undefined", clipped): say it instead
+        raise ValueError(f"{coco.path} has no annotated cells to evaluate against")
     detections = []
     for i, image in enumerate(coco.images):
         pred = predictor.segment_image(read_image(image.path), score_threshold=score_threshold)
@@ -138,7 +159,8 @@ def oracle_box_iou(predictor: Predictor, coco: CocoFile, progress: Callable[[int
         ious["model"].append(mask_iou(polygon_to_mask(poly, shape), truth))
         ious["filled_box"].append(mask_iou(polygon_to_mask(box_polygon(box), shape), truth))
         ious["ellipse"].append(mask_iou(polygon_to_mask(box_inscribed_ellipse(box), shape), truth))
-    return {f"mean_iou_{k}": float(np.mean(v)) if v else float("nan") for k, v in ious.items()} | {
-        "num_cells": len(ious["model"])
-    }
+    if not ious["model"]:
+        raise ValueError(f"{coco.path}: no annotation has a mask ('segmentation'); oracle-box IoU compares the "
+                         "outline of each box with its cell's mask")
+    return {f"mean_iou_{k}": float(np.mean(v)) for k, v in ious.items()} | {"num_cells": len(ious["model"])}
 

@@ -251,12 +251,19 @@ def _tile_starts(length: int, tile: int, step: int) -> list[int]:
 
 
 def iter_image_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Expand files and folders into the image files they name (sorted), for ``cellboxify predict``."""
+    """Expand files and folders into the image files they name (sorted), for ``cellboxify predict``.
+
+    A path that does not exist is refused here, before any model is loaded or output folder made.
+    """
+    from .data.images import ImageReadError
+
     suffixes = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp"}
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
             out += sorted(f for f in p.iterdir() if f.suffix.lower() in suffixes and f.is_file())
-        else:
+        elif p.exists():
             out.append(p)
+        else:
+            raise ImageReadError(f"image not found: {p}")
     return out
