@@ -80,6 +80,24 @@ def test_train_predict_evaluate_export_end_to_end(tmp_path):
     boxes = json.loads((tmp_path / "pred" / "boxes.json").read_text())
     assert boxes["annotations"] and all(0 <= a["score"] <= 1 and len(a["bbox"]) == 4 for a in boxes["annotations"])
 
+    # a (T, H, W) stack of the same two images: each plane segmented as the image alone was, one label stack
+    import numpy as np
+    import tifffile
+
+    planes = [tifffile.imread(images_dir / f"synthetic_{i}.tif") for i in range(2)]
+    tifffile.imwrite(tmp_path / "movie.tif", np.stack(planes))
+    result = _cli("predict", tmp_path / "movie.tif", "--out", tmp_path / "pred_stack", "--weights", run / "model.pt",
+                  "--format", "tiff,coco,csv", "--score-threshold", "0")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "2 planes" in result.stdout
+    stack = tifffile.imread(tmp_path / "pred_stack" / "movie_labels.tif")
+    assert stack.shape == (2, 96, 96)
+    for i in range(2):
+        np.testing.assert_array_equal(stack[i], tifffile.imread(tmp_path / "pred" / f"synthetic_{i}_labels.tif"))
+        assert (tmp_path / "pred_stack" / f"movie_{i}_cells.csv").exists()
+    coco = json.loads((tmp_path / "pred_stack" / "predictions_coco.json").read_text())
+    assert [im["file_name"] for im in coco["images"]] == ["movie_0.tif", "movie_1.tif"]
+
     # self-training: the predicted boxes as pseudo-labels beside the labeled images (thresholds at 0: an
     # untrained model's scores are low)
     result = _cli("train", "--data", json_path, "--images", images_dir, "--out", tmp_path / "self",

@@ -212,3 +212,16 @@ def test_evaluation_without_cells_or_masks_is_refused_with_the_reason(tmp_path):
     json_path.write_text(json.dumps(dict(data, annotations=[])))
     with pytest.raises(ValueError, match="no annotated cells to evaluate against"):
         evaluate(None, load_coco(json_path, images_dir))
+
+
+def test_image_planes_splits_stacks_and_keeps_colour_together():
+    from napari_cellboxify.data.images import image_planes
+
+    gray, rgb = np.zeros((6, 7)), np.zeros((6, 7, 3))
+    assert [(i, p.shape) for i, p in image_planes(gray)] == [((), (6, 7))]
+    assert [(i, p.shape) for i, p in image_planes(rgb)] == [((), (6, 7, 3))]
+    stack = np.arange(2 * 3 * 6 * 7).reshape(2, 3, 6, 7)
+    planes = image_planes(stack)
+    assert [i for i, _ in planes] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+    np.testing.assert_array_equal(planes[4][1], stack[1, 1])
+    assert [p.shape for _, p in image_planes(np.zeros((4, 6, 7, 4)))] == [(6, 7, 4)] * 4  # an RGBA movie

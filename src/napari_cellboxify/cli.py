@@ -248,7 +248,9 @@ def format_metrics(metrics: dict) -> list[str]:
 
 
 def cmd_predict(args) -> int:
-    from .data.images import read_image
+    import numpy as np
+
+    from .data.images import image_planes, read_image
     from .export import boxes_coco, write_coco, write_label_tiff, write_measurements_csv
     from .io_utils import atomic_write_text
     from .predict import Predictor, iter_image_files
@@ -270,25 +272,35 @@ def cmd_predict(args) -> int:
     with tqdm_callback(len(files), "predict") as progress:
         for i, path in enumerate(files):
             image = read_image(path)
-            if args.tile:
-                pred = predictor.segment_tiled(image, tile=args.tile, overlap=args.overlap)
-            else:
-                pred = predictor.segment_image(image)
-            labels = pred.labels()
+            # A stack (T/Z, H, W) is segmented plane by plane, as the panel's "all slices" does: one label stack
+            # of the same shape, and one CSV / COCO image per plane named like the panel's export (NAME_t).
+            planes = image_planes(image)
+            stack = []
+            for index, plane in planes:
+                name = path.stem + "".join(f"_{k}" for k in index)
+                file_name = f"{name}.tif" if index else path.name
+                if args.tile:
+                    pred = predictor.segment_tiled(plane, tile=args.tile, overlap=args.overlap)
+                else:
+                    pred = predictor.segment_image(plane)
+                labels = pred.labels()
+                stack.append(labels)
+                if "csv" in formats:
+                    write_measurements_csv(args.out / f"{name}_cells.csv", labels, plane)
+                coco_items.append((file_name, labels))
+                coco_scores.append(dict(zip(pred.label_ids().tolist(), pred.scores.tolist())))
+                box_items.append((file_name, pred.shape, pred.boxes_xyxy))
+                box_scores.append(pred.scores)
             if "tiff" in formats:
-                write_label_tiff(args.out / f"{path.stem}_labels.tif", labels)
-            if "csv" in formats:
-                write_measurements_csv(args.out / f"{path.stem}_cells.csv", labels, image)
-            coco_items.append((path.name, labels))
-            coco_scores.append(dict(zip(pred.label_ids().tolist(), pred.scores.tolist())))
-            box_items.append((path.name, pred.shape, pred.boxes_xyxy))
-            box_scores.append(pred.scores)
+                leading = image.shape[:len(planes[0][0])]  # () for one plane
+                write_label_tiff(args.out / f"{path.stem}_labels.tif", np.stack(stack).reshape(leading + stack[0].shape))
             progress(i + 1, len(files))
     if "coco" in formats:
         write_coco(args.out / "predictions_coco.json", coco_items, coco_scores)
     if "boxes" in formats:
         atomic_write_text(args.out / "boxes.json", json.dumps(boxes_coco(box_items, box_scores)))
-    print(f"segmented {len(files)} image(s) into {args.out}")
+    planes = f", {len(coco_items)} planes," if len(coco_items) != len(files) else ""
+    print(f"segmented {len(files)} image(s){planes} into {args.out}")
     return 0
 
 
