@@ -26,6 +26,8 @@ def test_every_verb_documents_its_options(verb):
         ["train", "--data", "a", "--images", "b", "--out", "c", "--steps", "-3"],
         ["train", "--data", "a", "--images", "b", "--out", "c", "--supervision", "points"],
         ["predict", "img.tif", "--out", "o", "--tile", "zero"],
+        ["predict", "img.tif", "--out", "o", "--score-threshold", "5"],
+        ["predict", "img.tif", "--out", "o", "--score-threshold", "nan"],
         ["frobnicate"],
     ],
 )

@@ -34,6 +34,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _score(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a score between 0 and 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:  # also refuses nan; a score above 1 would silently keep no cell
+        raise argparse.ArgumentTypeError(f"expected a score between 0 and 1, got {text!r}")
+    return value
+
+
 def _nonneg_int(text: str) -> int:
     try:
         value = int(text)
@@ -90,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "detected boxes with their scores as COCO (boxes.json: to review, or as pseudo-labels)")
     p.add_argument("--tile", type=_positive_int, help="tile size for large images (px)")
     p.add_argument("--overlap", type=_nonneg_int, default=128, help="tile overlap (px, default 128)")
-    p.add_argument("--score-threshold", type=float, default=0.5, help="minimum detection score (default 0.5)")
+    p.add_argument("--score-threshold", type=_score, default=0.5, help="minimum detection score (default 0.5)")
     _add_inference_overrides(p)
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
 
