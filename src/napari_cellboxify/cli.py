@@ -309,8 +309,8 @@ def cmd_predict(args) -> int:
         write_coco(args.out / "predictions_coco.json", coco_items, coco_scores)
     if "boxes" in formats:
         atomic_write_text(args.out / "boxes.json", json.dumps(boxes_coco(box_items, box_scores)))
-    planes = f", {len(coco_items)} planes," if len(coco_items) != len(files) else ""
-    print(f"segmented {len(files)} image(s){planes} into {args.out}")
+    stacks = f", {len(coco_items)} planes," if len(coco_items) != len(files) else ""
+    print(f"segmented {len(files)} image(s){stacks} into {args.out}")
     return 0
 
 
