@@ -279,12 +279,14 @@ def cmd_predict(args) -> int:
                                        overrides=_with_tta(args))
     args.out.mkdir(parents=True, exist_ok=True)
     coco_items, coco_scores, box_items, box_scores = [], [], [], []
-    with tqdm_callback(len(files), "predict") as progress:
-        for i, path in enumerate(files):
+    total = len(files)
+    with tqdm_callback(total, "predict") as progress:
+        for path in files:
             image = read_image(path)
             # A stack (T/Z, H, W) is segmented plane by plane, as the panel's "all slices" does: one label stack
             # of the same shape, and one CSV / COCO image per plane named like the panel's export (NAME_t).
             planes = image_planes(image)
+            total += len(planes) - 1  # the bar counts planes
             stack = []
             for index, plane in planes:
                 name = path.stem + "".join(f"_{k}" for k in index)
@@ -301,10 +303,10 @@ def cmd_predict(args) -> int:
                 coco_scores.append(dict(zip(pred.label_ids().tolist(), pred.scores.tolist())))
                 box_items.append((file_name, pred.shape, pred.boxes_xyxy))
                 box_scores.append(pred.scores)
+                progress(len(coco_items), total)
             if "tiff" in formats:
                 leading = image.shape[:len(planes[0][0])]  # () for one plane
                 write_label_tiff(args.out / f"{path.stem}_labels.tif", np.stack(stack).reshape(leading + stack[0].shape))
-            progress(i + 1, len(files))
     if "coco" in formats:
         write_coco(args.out / "predictions_coco.json", coco_items, coco_scores)
     if "boxes" in formats:

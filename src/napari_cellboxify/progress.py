@@ -30,10 +30,12 @@ class TqdmProgress:
 
 @contextlib.contextmanager
 def tqdm_callback(total: int, desc: str) -> Iterator[Callable[[int, int], None]]:
-    """Yield a ``progress(done, total)`` function drawing a tqdm bar."""
+    """Yield a ``progress(done, total)`` function drawing a tqdm bar; a changed ``total`` (e.g. a stack found
+    among the images, counting its planes) resizes the bar."""
     bar = tqdm(total=total, desc=desc, file=sys.stderr, dynamic_ncols=True)
 
-    def update(done: int, _total: int) -> None:
+    def update(done: int, new_total: int) -> None:
+        bar.total = new_total
         bar.n = done
         bar.refresh()
 
