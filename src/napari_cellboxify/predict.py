@@ -15,6 +15,7 @@ import torch
 from torchvision.ops import nms
 
 from .config import CellBoxifyConfig
+from .data.images import ImageReadError
 from .data.transforms import normalize_image, to_model_input
 from .device import pick_device
 from .geometry import polygons_to_labels, polygons_to_masks
@@ -255,8 +256,6 @@ def iter_image_files(paths: Iterable[str | Path]) -> list[Path]:
 
     A path that does not exist is refused here, before any model is loaded or output folder made.
     """
-    from .data.images import ImageReadError
-
     suffixes = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp"}
     out: list[Path] = []
     for p in map(Path, paths):
