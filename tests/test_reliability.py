@@ -216,3 +216,23 @@ def test_published_files_get_the_usual_mode_not_mkstemps_owner_only(tmp_path):
     atomic_write_with(existing, lambda p: p.write_text("new"))
     assert existing.stat().st_mode & 0o777 == 0o640  # an overwritten file keeps its mode
     assert existing.read_text() == "new"
+
+
+def test_a_run_that_fails_on_its_first_image_names_it_and_leaves_no_weights(tmp_path):
+    # A stack among the training images used to fail without naming the file, after writing a model.pt of the
+    # untrained weights that looked like the run's result.
+    import tifffile
+
+    from napari_cellboxify.data.coco import CocoSource
+    from napari_cellboxify.train import Trainer
+
+    tifffile.imwrite(tmp_path / "movie.tif", np.zeros((3, 64, 64), np.uint8))
+    (tmp_path / "boxes.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "movie.tif", "width": 64, "height": 64}],
+        "annotations": [{"id": 1, "image_id": 1, "bbox": [10, 10, 20, 20], "category_id": 1}]}))
+    config = tiny_config(steps=3)
+    source = CocoSource(load_coco(tmp_path / "boxes.json", tmp_path), config)
+    run = tmp_path / "run"
+    with pytest.raises(CocoError, match=r"'movie.tif'.*2-D image"):
+        Trainer(config, source, run).fit()
+    assert not (run / "model.pt").exists() and not (run / "last.pt").exists()

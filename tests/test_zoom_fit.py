@@ -38,6 +38,9 @@ def test_fit_zoom_tries_each_zoom_around_the_current_one_and_restores_it():
     assert calls[-1] == (len(ZOOM_FACTORS), len(ZOOM_FACTORS))  # the image without boxes was skipped
     with pytest.raises(ValueError, match="draw boxes"):
         fit_zoom(predictor, [(syn.image, np.zeros((0, 4)))])
+    # a stack is refused as one (its first two axes used to be taken for H, W: "draw boxes" was the answer)
+    with pytest.raises(ValueError, match="expected a 2-D image"):
+        fit_zoom(predictor, [(np.stack([syn.image] * 3), syn.boxes_xyxy)])
 
 
 def _val_image_and_boxes(livecell_dir, prefix):

@@ -333,7 +333,7 @@ def cmd_export(args) -> int:
 
 def cmd_fit_zoom(args) -> int:
     from .data.coco import load_coco
-    from .data.images import read_image
+    from .data.images import image_planes, read_image
     from .predict import Predictor
     from .progress import tqdm_callback
     from .zoom_fit import ZOOM_FACTORS, fit_zoom
@@ -343,6 +343,10 @@ def cmd_fit_zoom(args) -> int:
     items = [(read_image(entry.path), entry.boxes_xyxy) for entry in coco.images if len(entry.boxes_xyxy)]
     if not items:
         raise ValueError(f"{args.data} has no boxes: draw boxes around a few cells first")
+    for entry, (image, _) in zip([e for e in coco.images if len(e.boxes_xyxy)], items):
+        if len(image_planes(image)) > 1:
+            raise ValueError(f"{entry.file_name} is a stack of {len(image_planes(image))} planes; COCO boxes belong to "
+                             "2-D images (the panel's export writes one image per plane)")
     with tqdm_callback(len(items) * len(ZOOM_FACTORS), "fit-zoom") as progress:
         fit = fit_zoom(predictor, items, progress=progress)
     for zoom, ap in sorted(fit.box_ap.items()):

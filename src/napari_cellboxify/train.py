@@ -239,7 +239,9 @@ class Trainer:
     def iter_steps(self) -> Iterator[StepInfo]:
         """Train, yielding a ``StepInfo`` after every step (for GUI workers); ``self.result`` is set at the end.
 
-        The final checkpoint is written however the loop ends: finished, cancelled, or the generator closed.
+        The final checkpoint is written however the loop ends: finished, cancelled, or the generator closed; after
+        an error, only if a step was trained (a run that failed on its first image must not leave a model.pt that
+        looks trained).
         """
         cfg = self.config.train
         total = cfg.steps
@@ -261,6 +263,7 @@ class Trainer:
         )
         history: list[dict] = []
         self.model.train()
+        failed = True
         try:
             for batch in loader:
                 if self._should_stop():
@@ -284,8 +287,13 @@ class Trainer:
                 if info.step % cfg.checkpoint_every == 0 and info.step < total:
                     self.save()
                 yield info
+            failed = False
+        except GeneratorExit:  # closed by its consumer (a GUI worker stopping): keep what was trained
+            failed = False
+            raise
         finally:
-            self.save()
+            if history or not failed:
+                self.save()
             self.result = TrainResult(
                 steps_done=self.step,
                 cancelled=self.step < total,

@@ -70,10 +70,15 @@ def fit_zoom(predictor, items: list[tuple[np.ndarray, np.ndarray]], factors=ZOOM
     inputs, truth = [], []
     for image, boxes in items:
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-        if len(boxes) and min(image.shape[:2]) >= 8:  # smaller cannot hold a cell at any zoom
-            # Normalised as a whole (contrast as in prediction), then cut to the boxes' rectangle.
-            y0, y1, x0, x1 = annotated_area(boxes, image.shape[:2])
-            inputs.append(predictor.prepare(image)[:, y0:y1, x0:x1])
+        if not len(boxes):
+            continue
+        # Normalised as a whole (contrast as in prediction; a stack is refused here, with the reason), then cut
+        # to the boxes' rectangle.
+        tensor = predictor.prepare(image)
+        shape = tuple(tensor.shape[-2:])
+        if min(shape) >= 8:  # smaller cannot hold a cell at any zoom
+            y0, y1, x0, x1 = annotated_area(boxes, shape)
+            inputs.append(tensor[:, y0:y1, x0:x1])
             truth.append(boxes - np.array([x0, y0, x0, y0], np.float32))
     if not inputs:
         raise ValueError("draw boxes around a few cells first: the zoom is chosen to match them")

@@ -21,7 +21,7 @@ from ..config import CellBoxifyConfig
 from .annotated_area import annotated_area, crop_to_area
 from .dataset import Sample
 from .images import read_image
-from .transforms import normalize_image
+from .transforms import ImageError, normalize_image
 
 
 class CocoError(ValueError):
@@ -173,8 +173,11 @@ class CocoSource:
 
     def image(self, index: int) -> np.ndarray:
         if index not in self._cache:
-            d = self.config.data
-            self._cache[index] = normalize_image(read_image(self.images[index].path), d.clahe, d.clahe_clip_limit)
+            d, entry = self.config.data, self.images[index]
+            try:
+                self._cache[index] = normalize_image(read_image(entry.path), d.clahe, d.clahe_clip_limit)
+            except ImageError as exc:  # e.g. a stack: name the file, or a user with 100 images cannot find it
+                raise CocoError(f"{self.coco.path}: image {entry.file_name!r}: {exc}") from None
         return self._cache[index]
 
     def load(self, index: int) -> Sample:
