@@ -61,6 +61,9 @@ def test_missing_files_get_one_line_and_exit_1(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     # the missing image is named before anything else is tried, and no empty output folder is left behind
     assert "image not found" in result.stderr and "none.tif" in result.stderr and not (tmp_path / "o").exists()
+    (tmp_path / "a_file").write_text("")
+    result = _cli("evaluate", "--data", tmp_path / "none.json", "--images", tmp_path, "--out", tmp_path / "a_file")
+    assert result.returncode == 1 and "is a file; give a folder" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_train_predict_evaluate_export_end_to_end(tmp_path):

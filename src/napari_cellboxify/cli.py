@@ -152,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        # train / evaluate / predict write into the folder --out; checked before any model is loaded
+        if args.verb in ("train", "evaluate", "predict") and args.out.exists() and not args.out.is_dir():
+            raise ValueError(f"--out {args.out} is a file; give a folder (it is made if missing)")
         return {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export,
                 "fit-zoom": cmd_fit_zoom}[
             args.verb
