@@ -91,3 +91,8 @@ def segment_timed(predictor, images, zooms=None) -> tuple[list, list[float]]:
 def segm_ap_per_type(metrics: dict) -> str:
     """``evaluate_detections``' segm AP per cell type as one table cell: ``A172 10.2, BT474 20.7, ...``."""
     return ", ".join(f"{k} {v['segm_AP']:.1f}" for k, v in metrics["per_cell_type"].items())
+
+
+def zooms_by_image(entries, zooms) -> str:
+    """Each image's zoom as one table cell, the image named by its cell type: ``A172 1.25, SKOV3 1.5, ...``."""
+    return ", ".join(f"{Path(entry.file_name).name.split('_')[0]} {zoom:g}" for entry, zoom in zip(entries, zooms))

@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import (  # noqa: E402
-    livecell_mini_args, livecell_mini_missing, segment_timed, segm_ap_per_type, shown, write_section,
+    livecell_mini_args, livecell_mini_missing, segment_timed, segm_ap_per_type, shown, write_section, zooms_by_image,
 )
 
 def main(argv=None) -> int:
@@ -55,8 +55,7 @@ def main(argv=None) -> int:
         zooms = None
         if args.fit_zoom:  # fit_zoom detects on one view whatever the TTA setting, as the panel's button does
             zooms = [fit_zoom(predictor, [(image, entry.boxes_xyxy)]).zoom for entry, image in zip(coco.images, images)]
-            fitted.append(f"| {split} | " + ", ".join(f"{Path(entry.file_name).name.split('_')[0]} {z:g}"
-                                                      for entry, z in zip(coco.images, zooms)) + " |")
+            fitted.append(f"| {split} | {zooms_by_image(coco.images, zooms)} |")
         base_time = None
         for mode in TTA_MODES:
             predictor.tta = mode

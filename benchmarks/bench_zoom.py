@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import (  # noqa: E402
-    livecell_mini_args, livecell_mini_missing, segm_ap_per_type, segment_timed, shown, write_section,
+    livecell_mini_args, livecell_mini_missing, segm_ap_per_type, segment_timed, shown, write_section, zooms_by_image,
 )
 
 
@@ -86,8 +86,7 @@ def main(argv=None) -> int:
             choices[label] = picked
         for label, picked in choices.items():
             pooled = coco_eval(gt, [d for _, dets in picked for d in dets], "segm", sizes=False)["AP"]
-            chosen = ", ".join(f"{Path(entry.file_name).name.split('_')[0]} {zoom:g}"
-                               for entry, (zoom, _) in zip(coco.images, picked))
+            chosen = zooms_by_image(coco.images, [zoom for zoom, _ in picked])
             best_rows.append(f"| {split} | {label} | {pooled:.2f} | {chosen} |")
             print(best_rows[-1], flush=True)
     predictor.image_scale = own_zoom

@@ -94,3 +94,13 @@ def test_segm_ap_per_type_lists_each_cell_type_in_order_to_one_decimal():
 
     metrics = {"per_cell_type": {"A172": {"segm_AP": 10.2413, "bbox_AP": 5.2}, "BT474": {"segm_AP": 20.75}}}
     assert segm_ap_per_type(metrics) == "A172 10.2, BT474 20.8"
+
+
+def test_zooms_by_image_names_each_image_by_its_cell_type():
+    from types import SimpleNamespace
+
+    from _results import zooms_by_image
+
+    entries = [SimpleNamespace(file_name="images/A172_Phase_C7_1_00d00h00m_1.tif"),
+               SimpleNamespace(file_name="SKOV3_Phase_H4_1_00d04h00m_3.tif")]
+    assert zooms_by_image(entries, [1.25, 0.75]) == "A172 1.25, SKOV3 0.75"

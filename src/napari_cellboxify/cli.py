@@ -343,13 +343,17 @@ def cmd_fit_zoom(args) -> int:
 
     predictor = Predictor.from_weights(args.weights, device=args.device, overrides=args.overrides)
     coco = load_coco(args.data, args.images)
-    items = [(read_image(entry.path), entry.boxes_xyxy) for entry in coco.images if len(entry.boxes_xyxy)]
+    items = []
+    for entry in coco.images:
+        if len(entry.boxes_xyxy):
+            image = read_image(entry.path)
+            planes = len(image_planes(image))
+            if planes > 1:
+                raise ValueError(f"{entry.file_name} is a stack of {planes} planes; COCO boxes belong to 2-D images "
+                                 "(the panel's export writes one image per plane)")
+            items.append((image, entry.boxes_xyxy))
     if not items:
         raise ValueError(f"{args.data} has no boxes: draw boxes around a few cells first")
-    for entry, (image, _) in zip([e for e in coco.images if len(e.boxes_xyxy)], items):
-        if len(image_planes(image)) > 1:
-            raise ValueError(f"{entry.file_name} is a stack of {len(image_planes(image))} planes; COCO boxes belong to "
-                             "2-D images (the panel's export writes one image per plane)")
     with tqdm_callback(len(items) * len(ZOOM_FACTORS), "fit-zoom") as progress:
         fit = fit_zoom(predictor, items, progress=progress)
     for zoom, ap in sorted(fit.box_ap.items()):
