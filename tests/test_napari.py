@@ -219,6 +219,35 @@ def test_bad_shapes_are_handled_with_notices(widget, monkeypatch):
     assert viewer.layers[MASKS_LAYER].data.max() > 0
 
 
+def test_boxes_over_a_calibrated_image_are_read_on_its_pixels(widget):
+    # An image in µm (0.5 µm per pixel, offset), as readers of microscopy formats open it: a Shapes layer in µm
+    # (napari's own button or a script) and the panel's own boxes layer must both be read on the image's pixels,
+    # and masks turned back into boxes must land on the same cells.
+    from napari_cellboxify.geometry import labels_to_boxes
+
+    viewer, w = widget
+    syn = synthetic_cells((96, 96), 5, seed=4)
+    scale, offset = np.array([0.5, 0.5]), np.array([10.0, 20.0])
+    image = viewer.add_image(syn.image, name="cells", scale=scale, translate=offset)
+    in_um = [r * scale + offset for r in boxes_to_rectangles(syn.boxes_xyxy)]
+    mine = viewer.add_shapes(in_um, shape_type="rectangle", name="mine")
+    np.testing.assert_allclose(w.read_boxes(image, mine).boxes[()], syn.boxes_xyxy, atol=1e-4)
+    own = w.new_boxes_layer()  # drawing with the mouse puts world positions in its data through its scale
+    own.add_rectangles([(r - offset) / own.scale for r in in_um])
+    np.testing.assert_allclose(w.read_boxes(image, own).boxes[()], syn.boxes_xyxy, atol=1e-4)
+
+    viewer.add_labels(syn.labels, name="truth", scale=scale, translate=offset)
+    w.labels_combo.setCurrentText("truth")
+    w.boxes_combo.setCurrentText("mine")
+    w.predictions_to_boxes()
+    np.testing.assert_allclose(w.read_boxes(image, mine).boxes[()], labels_to_boxes(syn.labels)[1], atol=1e-4)
+    assert np.allclose(mine.data[0].min(0), in_um[0].min(0), atol=1.0)  # still on the cell, in µm
+
+    mine.rotate = 30
+    with pytest.raises(RuntimeError, match="rotated"):
+        w.read_boxes(image, mine)
+
+
 def test_reader_and_writers_round_trip(tmp_path):
     json_path, images_dir = write_synthetic_coco(tmp_path / "data", n_images=1, shape=(96, 96), n_cells=5)
     reader = get_reader(str(json_path))

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from napari_cellboxify.data.coco import load_coco
 from napari_cellboxify.export import boxes_coco
-from napari_cellboxify.shapes import boxes_to_rectangles, shapes_to_boxes
+from napari_cellboxify.shapes import between_layers, boxes_to_rectangles, shapes_to_boxes
 
 
 def rect(r0, c0, r1, c1):
@@ -75,3 +75,18 @@ def test_shapes_to_coco_to_shapes_round_trip(tmp_path_factory, specs):
     (folder / "ann.json").write_text(json.dumps(boxes_coco([("a.tif", (600, 600), back.boxes[()])])))
     coco = load_coco(folder / "ann.json", folder)
     np.testing.assert_allclose(coco.images[0].boxes_xyxy, boxes, atol=1e-3)
+
+
+def test_between_layers_maps_through_the_world_and_back():
+    # A box over pixels 10..29 (rows) x 20..49 (cols) of an image at 0.5 µm per pixel, offset (100, 200) µm, as a
+    # Shapes layer in µm (scale 1) holds it: corners at 100 + 0.5 * (row) etc.
+    pixels = boxes_to_rectangles(np.array([[20, 10, 50, 30]], np.float32))
+    world = between_layers(pixels, (0.5, 0.5), (100, 200), (1, 1), (0, 0))
+    np.testing.assert_allclose(world[0].min(0), [100 + 0.5 * 9.5, 200 + 0.5 * 19.5])
+    back = between_layers(world, (1, 1), (0, 0), (0.5, 0.5), (100, 200))
+    np.testing.assert_allclose(back[0], pixels[0])
+    assert np.allclose(shapes_to_boxes(back, ["rectangle"], (64, 64)).boxes[()], [[20, 10, 50, 30]])
+    # A 2-D layer over a stack: the trailing axes are mapped, the plane index of a 3-D layer's vertices too.
+    on_plane = [np.hstack([np.full((4, 1), 2.0), pixels[0]])]
+    stack = between_layers(on_plane, (3.0, 0.5, 0.5), (0, 100, 200), (1, 1, 1), (0, 0, 0))
+    assert np.allclose(stack[0][:, 0], 6.0)

@@ -84,6 +84,24 @@ def shapes_to_boxes(
     return out
 
 
+def between_layers(vertices: list[np.ndarray], scale, translate, to_scale, to_translate) -> list[np.ndarray]:
+    """Vertices in one napari layer's data coordinates -> another's, through the world both sit in.
+
+    napari places each layer by its ``scale`` (e.g. µm per pixel) and ``translate``: boxes drawn over a calibrated
+    image are in the Shapes layer's own units, not the image's pixels, unless both layers share them. Layers align
+    by their trailing axes, so only those are mapped; a leading axis one layer lacks is left as it is.
+    """
+    out = []
+    for v in vertices:
+        v = np.asarray(v, dtype=float)
+        k = min(v.shape[1], len(scale), len(to_scale))
+        world = v[:, -k:] * np.asarray(scale, float)[-k:] + np.asarray(translate, float)[-k:]
+        mapped = v.copy()
+        mapped[:, -k:] = (world - np.asarray(to_translate, float)[-k:]) / np.asarray(to_scale, float)[-k:]
+        out.append(mapped)
+    return out
+
+
 def _axis_aligned(corners: np.ndarray) -> bool:
     edges = np.diff(np.vstack([corners, corners[:1]]), axis=0)
     return bool(np.all(np.isclose(edges[:, 0], 0, atol=1e-6) | np.isclose(edges[:, 1], 0, atol=1e-6)))

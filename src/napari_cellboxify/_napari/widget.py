@@ -29,7 +29,7 @@ from ..data.annotated_area import area_fraction
 from ..export import write_coco, write_label_tiff, write_measurements_csv, write_training_project
 from ..geometry import labels_to_boxes
 from ..predict import Predictor
-from ..shapes import boxes_to_rectangles, shapes_to_boxes
+from ..shapes import between_layers, boxes_to_rectangles, shapes_to_boxes
 from ..train_process import train_in_subprocess
 from ..weights import WeightsError, default_weights_path
 from ..zoom_fit import fit_zoom
@@ -304,8 +304,10 @@ class CellBoxifyWidget(QWidget):
     def new_boxes_layer(self) -> Shapes:
         image = self.image_layer() if self.image_combo.currentText() else None
         ndim = len(self.spatial_shape(image)) if image is not None else 2
+        # In the image's units and place, so that boxes drawn over a calibrated image (µm) sit on its pixels.
+        where = {"scale": image.scale, "translate": image.translate} if image is not None else {}
         layer = self.viewer.add_shapes(name=BOXES_LAYER, ndim=ndim, shape_type="rectangle",
-                                       features={"cell_id": np.zeros(0, dtype=np.int64)}, **BOX_STYLE)
+                                       features={"cell_id": np.zeros(0, dtype=np.int64)}, **where, **BOX_STYLE)
         layer.feature_defaults = {"cell_id": 0}
         layer.mode = "add_rectangle"
         self.boxes_combo.setCurrentText(layer.name)
@@ -316,8 +318,25 @@ class CellBoxifyWidget(QWidget):
             return self.new_boxes_layer()
         return self._layer(self.boxes_combo, Shapes, "a boxes (Shapes) layer")
 
+    def in_frame(self, data: list, source, target) -> list:
+        """Vertices in layer ``source``'s data coordinates -> ``target``'s (the image's pixels, or back).
+
+        A Shapes layer made by napari's own button or a plugin may have other units or an offset than the image
+        (e.g. µm against pixels): without this, boxes would be read at the wrong cells.
+        """
+        for layer in (source, target):
+            n = len(layer.scale)
+            if not (np.allclose(layer.rotate, np.eye(n)) and np.allclose(layer.shear, 0)
+                    and np.allclose(layer.affine.affine_matrix, np.eye(n + 1))):
+                raise RuntimeError(f"layer '{layer.name}' is rotated, sheared or affine-transformed: CellBoxify "
+                                   "reads boxes on the image's pixel grid; reset that transform first")
+        if np.array_equal(source.scale, target.scale) and np.array_equal(source.translate, target.translate):
+            return list(data)
+        return between_layers(data, source.scale, source.translate, target.scale, target.translate)
+
     def read_boxes(self, image: Image, layer: Shapes):
-        converted = shapes_to_boxes(list(layer.data), list(layer.shape_type), self.spatial_shape(image))
+        data = self.in_frame(list(layer.data), layer, image)
+        converted = shapes_to_boxes(data, list(layer.shape_type), self.spatial_shape(image))
         if converted.notices:
             show_info("CellBoxify: " + "; ".join(converted.notices))
         return converted
@@ -530,8 +549,9 @@ class CellBoxifyWidget(QWidget):
         features = layer.features
         old_ids = (features["cell_id"].to_numpy() if "cell_id" in features and len(features) == len(layer.data)
                    else np.zeros(len(layer.data)))
-        keep = [i for i, d in enumerate(layer.data) if tuple(np.round(np.asarray(d)[0, :-2]).astype(int)) != plane]
-        rects = boxes_to_rectangles(boxes, plane)
+        in_pixels = self.in_frame(list(layer.data), layer, image)
+        keep = [i for i, d in enumerate(in_pixels) if tuple(np.round(np.asarray(d)[0, :-2]).astype(int)) != plane]
+        rects = self.in_frame(boxes_to_rectangles(boxes, plane), labels_layer, layer)
         new_types = [layer.shape_type[i] for i in keep] + ["rectangle"] * len(rects)
         new_data = [layer.data[i] for i in keep] + rects
         layer.data = new_data
