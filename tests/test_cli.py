@@ -64,6 +64,8 @@ def test_missing_files_get_one_line_and_exit_1(tmp_path):
     (tmp_path / "a_file").write_text("")
     result = _cli("evaluate", "--data", tmp_path / "none.json", "--images", tmp_path, "--out", tmp_path / "a_file")
     assert result.returncode == 1 and "is a file; give a folder" in result.stderr and "Traceback" not in result.stderr
+    result = _cli("predict", tmp_path / "none.tif", "--out", tmp_path / "a_file" / "masks")
+    assert result.returncode == 1 and "a_file is a file" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_train_predict_evaluate_export_end_to_end(tmp_path):

@@ -248,6 +248,63 @@ def test_boxes_over_a_calibrated_image_are_read_on_its_pixels(widget):
         w.read_boxes(image, mine)
 
 
+def _untrained(w):
+    from napari_cellboxify.model import build_model
+    from napari_cellboxify.predict import Predictor
+
+    w.predictor = Predictor(build_model(w.base_config).eval(), "cpu")
+
+
+def test_multiscale_image_is_segmented_at_full_resolution(widget, qtbot):
+    # A pyramid (large microscopy formats open this way) was read at its coarsest level and failed to fit the
+    # masks layer, with a traceback from the event loop.
+    viewer, w = widget
+    _untrained(w)
+    syn = synthetic_cells((128, 128), 5, seed=4)
+    viewer.add_image([syn.image, syn.image[::2, ::2]], name="pyramid", multiscale=True)
+    w.score_spin.setValue(0.0)
+    w.segment_image()
+    qtbot.waitUntil(lambda: w.segment_image_button.isEnabled(), timeout=60_000)
+    assert viewer.layers[MASKS_LAYER].data.shape == (128, 128) and viewer.layers[MASKS_LAYER].data.max() > 0
+    w.new_boxes_layer().add_rectangles(boxes_to_rectangles(syn.boxes_xyxy))
+    w.segment_my_boxes()
+    masks = viewer.layers[MASKS_LAYER].data
+    assert len(np.unique(masks[masks > 0])) == len(syn.boxes_xyxy)
+
+
+def test_worker_errors_and_bad_folders_become_notifications(widget, qtbot, tmp_path, monkeypatch):
+    # pytest-qt fails a test on any exception that reaches the Qt event loop: napari shows those as tracebacks.
+    viewer, w = widget
+    _untrained(w)
+    errors = []
+    monkeypatch.setattr("napari_cellboxify._napari.widget.show_error", lambda msg: errors.append(msg))
+    syn = synthetic_cells((96, 96), 5, seed=4)
+    viewer.add_image(syn.image, name="img")
+
+    def fail(*args, **kwargs):
+        raise MemoryError("no room")
+
+    monkeypatch.setattr(w.predictor, "segment_image", fail)
+    w.segment_image()
+    qtbot.waitUntil(lambda: w.segment_image_button.isEnabled(), timeout=60_000)
+    assert errors[-1] == "CellBoxify: segmentation failed: no room"
+
+    viewer.add_labels(np.zeros((50, 50), np.uint16), name="other")
+    w.labels_combo.setCurrentText("other")
+    w.export()
+    assert "'other' is 50x50 and the image 'img' is 96x96" in errors[-1]
+    viewer.add_labels(syn.labels, name="masks")
+    w.labels_combo.setCurrentText("masks")
+    (tmp_path / "a_file").write_text("")
+    w.export_edit.setText(str(tmp_path / "a_file"))
+    w.export()
+    assert "export folder" in errors[-1] and "is a file" in errors[-1]
+    w.new_boxes_layer().add_rectangles(boxes_to_rectangles(syn.boxes_xyxy))
+    w.project_edit.setText(str(tmp_path / "a_file" / "project"))
+    w.fine_tune()
+    assert "project folder" in errors[-1] and "a_file is a file" in errors[-1] and w.train_worker is None
+
+
 def test_reader_and_writers_round_trip(tmp_path):
     json_path, images_dir = write_synthetic_coco(tmp_path / "data", n_images=1, shape=(96, 96), n_cells=5)
     reader = get_reader(str(json_path))

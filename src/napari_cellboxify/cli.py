@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 from .config import TTA_MODES
+from .io_utils import check_folder
 
 EXIT_USAGE = 2
 EXIT_INPUT = 1
@@ -153,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         # train / evaluate / predict write into the folder --out; checked before any model is loaded
-        if args.verb in ("train", "evaluate", "predict") and args.out.exists() and not args.out.is_dir():
-            raise ValueError(f"--out {args.out} is a file; give a folder (it is made if missing)")
+        if args.verb in ("train", "evaluate", "predict"):
+            check_folder(args.out, "--out")
         return {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export,
                 "fit-zoom": cmd_fit_zoom}[
             args.verb

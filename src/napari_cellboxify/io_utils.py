@@ -60,6 +60,20 @@ def atomic_write_with(path: str | Path, writer: Callable[[Path], None], suffix: 
         writer(tmp)
 
 
+def check_folder(path: str | Path, what: str) -> Path:
+    """``path`` as a folder to write into (made later if missing), or a ValueError naming ``what`` when it or a
+    folder above it is a file (mkdir would say only "[Errno 17] File exists" or "Not a directory")."""
+    path = Path(path).expanduser()
+    for folder in (path, *path.parents):
+        if folder.exists():
+            if folder == path and not folder.is_dir():
+                raise ValueError(f"{what} {path} is a file; give a folder (it is made if missing)")
+            if not folder.is_dir():
+                raise ValueError(f"{what} {path} cannot be made: {folder} is a file")
+            break
+    return path
+
+
 def remove_stale_temporaries(folder: str | Path, names: list[str]) -> list[Path]:
     """Delete temporary files that a killed writer left beside ``names`` in ``folder`` (SIGKILL skips cleanup).
 

@@ -28,6 +28,7 @@ from ..config import TTA_MODES, CellBoxifyConfig, apply_panel_training, fine_tun
 from ..data.annotated_area import area_fraction
 from ..export import write_coco, write_label_tiff, write_measurements_csv, write_training_project
 from ..geometry import labels_to_boxes
+from ..io_utils import check_folder
 from ..predict import Predictor
 from ..shapes import between_layers, boxes_to_rectangles, shapes_to_boxes
 from ..train_process import train_in_subprocess
@@ -287,8 +288,15 @@ class CellBoxifyWidget(QWidget):
     def image_layer(self) -> Image:
         return self._layer(self.image_combo, Image, "an image layer")
 
+    @staticmethod
+    def pixels(layer: Image):
+        """The layer's full-resolution array: a multiscale (pyramid) layer's first level, where its pixels and
+        the masks' grid are."""
+        return layer.data[0] if layer.multiscale else layer.data
+
     def spatial_shape(self, layer: Image) -> tuple[int, ...]:
-        return tuple(layer.data.shape[:-1] if layer.rgb else layer.data.shape)
+        shape = self.pixels(layer).shape
+        return tuple(shape[:-1] if layer.rgb else shape)
 
     def current_plane(self, layer: Image) -> tuple:
         n_lead = len(self.spatial_shape(layer)) - 2
@@ -299,7 +307,8 @@ class CellBoxifyWidget(QWidget):
         return tuple(int(step[offset + i]) for i in range(n_lead))
 
     def plane_image(self, layer: Image, plane: tuple) -> np.ndarray:
-        return np.asarray(layer.data[plane] if plane else layer.data)
+        data = self.pixels(layer)
+        return np.asarray(data[plane] if plane else data)
 
     def new_boxes_layer(self) -> Shapes:
         image = self.image_layer() if self.image_combo.currentText() else None
@@ -409,7 +418,7 @@ class CellBoxifyWidget(QWidget):
         else:
             planes = [self.current_plane(image)]
         threshold, max_dets = self.score_spin.value(), self.max_dets_spin.value()
-        data = image.data
+        data = self.pixels(image)
 
         def work():
             for plane in planes:
@@ -420,9 +429,18 @@ class CellBoxifyWidget(QWidget):
                     pred = predictor.segment_image(pixels, threshold, max_dets)
                 yield plane, pred
 
-        worker = create_worker(work, _progress={"total": len(planes), "desc": "CellBoxify: segmenting"})
-        worker.yielded.connect(lambda item: self.show_prediction(image, item[0], item[1]))
+        worker = create_worker(work, _progress={"total": len(planes), "desc": "CellBoxify: segmenting"},
+                               _ignore_errors=True)  # errors become notifications (_start_busy), not tracebacks
+        worker.yielded.connect(lambda item: self._show_segmented(image, item, worker))
         self._start_busy(worker, "segmentation")
+
+    def _show_segmented(self, image: Image, item, worker) -> None:
+        """Show one plane's masks; if that fails (e.g. the layers changed meanwhile), say so and stop the run."""
+        try:
+            self.show_prediction(image, *item)
+        except Exception as exc:
+            worker.quit()
+            show_error(f"CellBoxify: segmentation could not be shown: {exc}")
 
     @guarded
     def fit_zoom(self) -> None:
@@ -440,7 +458,7 @@ class CellBoxifyWidget(QWidget):
             self.zoom_spin.setValue(fit.zoom)
             show_info(f"CellBoxify: zoom {fit.zoom:.2f} (bbox AP against your boxes at each zoom: {fit.summary()})")
 
-        worker = create_worker(work, _progress={"desc": "CellBoxify: fitting the zoom"})
+        worker = create_worker(work, _progress={"desc": "CellBoxify: fitting the zoom"}, _ignore_errors=True)
         worker.returned.connect(done)
         self._start_busy(worker, "fitting the zoom")
 
@@ -467,7 +485,7 @@ class CellBoxifyWidget(QWidget):
         n_boxes = sum(len(b) for b in converted.boxes.values())
         if n_boxes == 0:
             raise RuntimeError("draw some boxes around cells first: fine-tuning learns from them")
-        project = Path(self.project_edit.text()).expanduser()
+        project = check_folder(self.project_edit.text(), "the project folder")
         items = []
         for plane, boxes in sorted(converted.boxes.items()):
             suffix = "_".join(map(str, plane))
@@ -494,7 +512,8 @@ class CellBoxifyWidget(QWidget):
             if share < 0.995:  # say so: an unboxed cell inside that rectangle is still taught as background
                 where = f" inside the rectangle around your boxes ({100 * share:.0f}% of the image; box every cell in it)"
         self.loss_label.setText(f"writing {n_boxes} boxes to {project}; training {steps} steps{where}…")
-        worker = create_worker(work, _progress={"total": steps, "desc": "CellBoxify: fine-tuning"})
+        worker = create_worker(work, _progress={"total": steps, "desc": "CellBoxify: fine-tuning"},
+                               _ignore_errors=True)  # its errored handler below is the notification
         worker.yielded.connect(self._on_step)
         worker.returned.connect(self._on_trained)
         worker.errored.connect(lambda exc: show_error(f"CellBoxify: training failed: {exc}"))
@@ -564,9 +583,13 @@ class CellBoxifyWidget(QWidget):
     def export(self) -> None:
         image = self.image_layer()
         labels_layer = self._layer(self.labels_combo, Labels, "a masks (Labels) layer")
-        folder = Path(self.export_edit.text()).expanduser()
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = check_folder(self.export_edit.text(), "the export folder")
         labels = np.asarray(labels_layer.data)
+        if labels.shape != self.spatial_shape(image):  # measurements would mix another image's pixels
+            raise RuntimeError(f"the masks layer '{labels_layer.name}' is {'x'.join(map(str, labels.shape))} and "
+                               f"the image '{image.name}' is {'x'.join(map(str, self.spatial_shape(image)))}: "
+                               "choose the masks of this image")
+        folder.mkdir(parents=True, exist_ok=True)
         written = []
         planes = [tuple(i) for i in np.ndindex(*labels.shape[:-2])] if labels.ndim > 2 else [()]
         coco_items = []
