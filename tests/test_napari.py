@@ -136,6 +136,30 @@ def test_cancel_during_training_keeps_the_last_checkpoint(widget, qtbot, tmp_pat
     assert w.predictor is not None
 
 
+def test_quitting_napari_during_training_stops_it_and_keeps_its_steps(widget, qtbot, tmp_path):
+    # What napari does on quit: ask every worker to quit, then wait for the thread pool. The training child must
+    # be stopped and save its steps (before, it was left running and killed at exit, losing all since the last
+    # periodic checkpoint: here none, with a checkpoint every 100 steps).
+    import multiprocessing as mp
+
+    from qtpy.QtCore import QThreadPool
+
+    from napari_cellboxify.checkpoint import read_checkpoint
+
+    viewer, w = widget
+    syn = synthetic_cells((128, 128), 8, seed=4)
+    viewer.add_image(syn.image, name="cells")
+    w.new_boxes_layer().add_rectangles(boxes_to_rectangles(syn.boxes_xyxy))
+    w.steps_spin.setValue(1000)
+    w.fine_tune()
+    qtbot.waitUntil(lambda: len(w.loss_plot.values) >= 3, timeout=120_000)
+    w.train_worker.quit()
+    assert QThreadPool.globalInstance().waitForDone(120_000)
+    assert not mp.active_children()
+    assert 3 <= read_checkpoint(tmp_path / "project" / "run" / "last.pt")["step"] < 100
+    assert (tmp_path / "project" / "run" / "model.pt").exists()
+
+
 def test_viewer_stays_responsive_while_training(widget, qtbot):
     """Timer jitter of the Qt event loop while a fine-tune runs in the worker."""
     import time

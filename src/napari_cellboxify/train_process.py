@@ -3,8 +3,9 @@
 A training thread inside napari shares the interpreter lock with the event loop: pickling checkpoints, building
 the model and the first imports hold it for hundreds of milliseconds (measured), and the viewer stalls. A
 child process shares nothing, so the viewer's event loop never waits for training; the parent only polls a
-queue. The child is started with "spawn" (forking a process that runs Qt is unsafe) and is a daemon: closing
-napari ends it, and its last checkpoint (written atomically) stays on disk.
+queue. The child is started with "spawn" (forking a process that runs Qt is unsafe) and is a daemon, so it never
+outlives napari; closing the generator (the panel does when napari quits) stops it after its current step, and it
+saves its weights and checkpoint (written atomically) as a cancelled run does.
 """
 
 from __future__ import annotations

@@ -496,12 +496,14 @@ class CellBoxifyWidget(QWidget):
         self.cancel_event = threading.Event()
         cancel, steps = self.cancel_event, config.train.steps
         run_dir = project / "run"
+        training = []  # the child's generator, for stop_on_quit
 
         def work():
             # Off the event loop: writing the project and loading the result happen in this worker thread, the
             # training itself in a child process (see train_process: a thread would share the GIL with Qt).
             ann_path, images_dir = write_training_project(project, items)
-            result = yield from train_in_subprocess(config, ann_path, images_dir, run_dir, init, cancel)
+            training.append(train_in_subprocess(config, ann_path, images_dir, run_dir, init, cancel))
+            result = yield from training[0]
             model = load_model(result.weights, "cpu")[0] if result.weights and Path(result.weights).exists() else None
             return result, model
 
@@ -518,6 +520,16 @@ class CellBoxifyWidget(QWidget):
         worker.returned.connect(self._on_trained)
         worker.errored.connect(lambda exc: show_error(f"CellBoxify: training failed: {exc}"))
         worker.finished.connect(self._on_train_finished)
+
+        def stop_on_quit():
+            # Quitting napari asks every worker to quit, and a quit worker drops its generator without closing
+            # it: the training child would then be killed at exit, losing the steps since its last checkpoint.
+            # Closing the generator here, in the worker's thread that napari waits for, stops the child after its
+            # current step and lets it save, as Cancel does.
+            if training:
+                training[0].close()
+
+        worker.aborted.connect(stop_on_quit, Qt.DirectConnection)
         self.train_worker = worker
         self.train_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
