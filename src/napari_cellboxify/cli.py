@@ -131,7 +131,7 @@ def _add_inference_overrides(verb: argparse.ArgumentParser) -> None:
                       "for images whose cells are twice LIVECell's size in pixels (repeatable)")
     verb.add_argument("--tta", choices=TTA_MODES, default=None,
                       help="test-time augmentation: segment flipped/turned (and zoomed) copies and merge them; "
-                      "flips+scales: ~15x slower on a CPU, 2.5x on a GPU, +1.7 segm AP on LIVECell val "
+                      "flips+scales: ~15x slower on a CPU, 2.5x on a GPU, +1.5 segm AP on LIVECell val "
                       "(default: the weights' setting, off)")
 
 

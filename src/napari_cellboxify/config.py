@@ -65,8 +65,8 @@ class ModelConfig:
     clip_polygons_to_box: bool = True
     # Test-time augmentation at inference (tta.py): "off"; "flips" segments the 8 flips/transposes of each image
     # and merges them (boxes fused, outlines averaged); "flips+scales" adds 4 flips at 0.8x and 1.25x zoom.
-    # Off by default: "flips+scales" costs ~15x the time of one pass on a CPU (2.5x on a GPU) for +1.7 segm AP
-    # on LIVECell val (benchmarks/bench_tta.py).
+    # Off by default: "flips+scales" costs ~15x the time of one pass on a CPU (2.5x on a GPU) for +1.5 segm AP
+    # on LIVECell val with the default weights (20.54 -> 22.02; benchmarks/bench_tta.py).
     tta: str = "off"
 
 
