@@ -1,6 +1,7 @@
 """The napari plugin, driven as a user would, under a real X server (xvfb) with Mesa GL."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -252,7 +253,7 @@ def test_boxes_over_a_calibrated_image_are_read_on_its_pixels(widget):
     viewer, w = widget
     syn = synthetic_cells((96, 96), 5, seed=4)
     scale, offset = np.array([0.5, 0.5]), np.array([10.0, 20.0])
-    image = viewer.add_image(syn.image, name="cells", scale=scale, translate=offset)
+    image = viewer.add_image(syn.image, name="cells", scale=scale, translate=offset, units=("um", "um"))
     in_um = [r * scale + offset for r in boxes_to_rectangles(syn.boxes_xyxy)]
     mine = viewer.add_shapes(in_um, shape_type="rectangle", name="mine")
     np.testing.assert_allclose(w.read_boxes(image, mine).boxes[()], syn.boxes_xyxy, atol=1e-4)
@@ -266,6 +267,15 @@ def test_boxes_over_a_calibrated_image_are_read_on_its_pixels(widget):
     w.predictions_to_boxes()
     np.testing.assert_allclose(w.read_boxes(image, mine).boxes[()], labels_to_boxes(syn.labels)[1], atol=1e-4)
     assert np.allclose(mine.data[0].min(0), in_um[0].min(0), atol=1.0)  # still on the cell, in µm
+
+    w.export_tiff.setChecked(False)
+    w.export_coco.setChecked(False)
+    w.export()  # the measurements in µm too, at the positions napari shows
+    header, first = (line.split(",") for line in (Path(w.export_edit.text()) / "cells_cells.csv").read_text().splitlines()[:2])
+    row = dict(zip(header, map(float, first)))
+    assert row["area_um2"] == pytest.approx(row["area"] * 0.25, abs=1e-3)  # the CSV keeps 4 decimals
+    assert row["perimeter_um"] == pytest.approx(row["perimeter"] / 2, abs=1e-3)
+    assert row["centroid_y_um"] == pytest.approx(10 + row["centroid_y"] / 2, abs=1e-3)
 
     mine.rotate = 30
     with pytest.raises(RuntimeError, match="rotated"):

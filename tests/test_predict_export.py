@@ -92,6 +92,14 @@ def test_label_tiff_coco_and_csv_round_trip(tmp_path):
     rows = (tmp_path / "m.csv").read_text().splitlines()
     assert rows[0].split(",")[:3] == ["label", "area", "perimeter"] and "mean_intensity" in rows[0]
     assert rows[1].split(",")[1] == str((labels == 1).sum())
+    # in µm, as napari places a calibrated image: 0.5 x 0.25 µm pixels, the image's corner at (100, 200) µm
+    write_measurements_csv(tmp_path / "um.csv", labels, pixel_size=(0.5, 0.25), origin=(100, 200), unit="um")
+    header, first = ((line.split(",")) for line in (tmp_path / "um.csv").read_text().splitlines()[:2])
+    row = dict(zip(header, first))
+    assert float(row["area_um2"]) == pytest.approx(int(row["area"]) * 0.125)
+    assert float(row["centroid_y_um"]) == pytest.approx(100 + 0.5 * float(row["centroid_y"]))
+    assert float(row["centroid_x_um"]) == pytest.approx(200 + 0.25 * float(row["centroid_x"]))
+    assert "perimeter_um" not in row  # not a scaled copy on stretched pixels
 
 
 def test_labels_need_uint32_past_65535():

@@ -87,9 +87,26 @@ def measurements(labels: np.ndarray, intensity: np.ndarray | None = None) -> dic
     return regionprops_table(labels.astype(np.int64), intensity_image=intensity, properties=props)
 
 
-def write_measurements_csv(path: str | Path, labels: np.ndarray, intensity: np.ndarray | None = None) -> Path:
+def write_measurements_csv(path: str | Path, labels: np.ndarray, intensity: np.ndarray | None = None,
+                           pixel_size: tuple[float, float] | None = None, origin: tuple[float, float] = (0.0, 0.0),
+                           unit: str | None = None) -> Path:
+    """One row per cell: label, area (pixels), perimeter, centroid (row/col pixel index), eccentricity, mean.
+
+    With ``pixel_size`` (a pixel's height and width, e.g. µm: napari's layer scale) the same in physical units is
+    added, named by ``unit`` (``area_um2``, ``centroid_y_um``; ``_world`` when the unit is unknown), centroids
+    offset by ``origin`` (the layer's translate) so that they are the positions napari shows. The perimeter is
+    scaled only for square pixels (on a stretched grid it is not a scaled copy of the pixel perimeter).
+    """
     table = measurements(labels, intensity)
     table["area"] = np.asarray(table["area"]).astype(np.int64)  # a pixel count
+    if pixel_size is not None:
+        (sy, sx), (oy, ox) = (float(v) for v in pixel_size), (float(v) for v in origin)
+        suffix = unit or "world"
+        table[f"area_{suffix}{'2' if unit else ''}"] = table["area"] * sy * sx
+        if np.isclose(sy, sx):
+            table[f"perimeter_{suffix}"] = np.asarray(table["perimeter"]) * sy
+        table[f"centroid_y_{suffix}"] = oy + np.asarray(table["centroid-0"]) * sy
+        table[f"centroid_x_{suffix}"] = ox + np.asarray(table["centroid-1"]) * sx
     names = {"centroid-0": "centroid_y", "centroid-1": "centroid_x", "intensity_mean": "mean_intensity"}
     columns = list(table)
     buffer = io.StringIO()

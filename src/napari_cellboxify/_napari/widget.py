@@ -591,6 +591,16 @@ class CellBoxifyWidget(QWidget):
         layer.features = {"cell_id": [int(old_ids[i]) for i in keep] + [int(i) for i in ids]}
         show_info(f"CellBoxify: {len(rects)} boxes from the masks of this slice; correct them, then fine-tune again")
 
+    @staticmethod
+    def calibration(image: Image) -> dict:
+        """The image's pixel size, offset and unit (its layer scale, translate and units) for the measurements
+        table, or nothing for a plain pixel grid."""
+        scale, translate = tuple(image.scale[-2:]), tuple(image.translate[-2:])
+        units = {f"{u:~}".replace("µ", "u") for u in getattr(image, "units", ())[-2:]} - {"px", "pixel"}
+        if scale == (1.0, 1.0) and translate == (0.0, 0.0) and not units:
+            return {}
+        return {"pixel_size": scale, "origin": translate, "unit": units.pop() if len(units) == 1 else None}
+
     @guarded
     def export(self) -> None:
         image = self.image_layer()
@@ -605,6 +615,7 @@ class CellBoxifyWidget(QWidget):
         written = []
         planes = [tuple(i) for i in np.ndindex(*labels.shape[:-2])] if labels.ndim > 2 else [()]
         coco_items = []
+        calibration = self.calibration(image)
         for plane in planes:
             suffix = ("_" + "_".join(map(str, plane))) if plane else ""
             name = f"{image.name}{suffix}"
@@ -612,7 +623,7 @@ class CellBoxifyWidget(QWidget):
             coco_items.append((f"{name}.tif", plane_labels))
             if self.export_csv.isChecked():
                 written.append(write_measurements_csv(folder / f"{name}_cells.csv", plane_labels,
-                                                      self.plane_image(image, plane)))
+                                                      self.plane_image(image, plane), **calibration))
         if self.export_tiff.isChecked():
             written.append(write_label_tiff(folder / f"{image.name}_labels.tif", labels))
         if self.export_coco.isChecked():
