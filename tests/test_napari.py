@@ -40,6 +40,13 @@ def _wait_training(qtbot, w, timeout=300_000):
     qtbot.waitUntil(lambda: w.train_worker is None, timeout=timeout)
 
 
+def _segment_my_boxes(w, qtbot):
+    """Click *Segment my boxes* and wait for its worker (the viewer stays live meanwhile)."""
+    w.segment_my_boxes()
+    assert not w.segment_boxes_button.isEnabled()  # returned at once, the work is in a worker thread
+    qtbot.waitUntil(lambda: w.segment_boxes_button.isEnabled(), timeout=60_000)
+
+
 def test_full_flow_draw_finetune_segment_correct_export(widget, qtbot, tmp_path):
     viewer, w = widget
     syn = synthetic_cells((128, 128), 8, seed=3)
@@ -56,13 +63,13 @@ def test_full_flow_draw_finetune_segment_correct_export(widget, qtbot, tmp_path)
     assert (tmp_path / "project" / "annotations.json").exists()
     assert len(w.loss_plot.values) == 3
 
-    w.segment_my_boxes()
+    _segment_my_boxes(w, qtbot)
     masks = viewer.layers[MASKS_LAYER]
     ids = boxes.features["cell_id"].tolist()
     assert sorted(np.unique(masks.data)[1:].tolist()) == sorted(ids)[: len(np.unique(masks.data)) - 1] or \
         set(np.unique(masks.data)[1:]) <= set(ids)
     first = masks.data.copy()
-    w.segment_my_boxes()  # re-running keeps the same labels
+    _segment_my_boxes(w, qtbot)  # re-running keeps the same labels
     assert np.array_equal(first, masks.data)
 
     w.predictions_to_boxes()
@@ -225,7 +232,7 @@ def test_segment_image_on_16bit_rgb_and_stacks(widget, qtbot, kind):
         assert masks.max() > 0
 
 
-def test_bad_shapes_are_handled_with_notices(widget, monkeypatch):
+def test_bad_shapes_are_handled_with_notices(widget, qtbot, monkeypatch):
     from napari_cellboxify.model import build_model
     from napari_cellboxify.predict import Predictor
 
@@ -238,7 +245,7 @@ def test_bad_shapes_are_handled_with_notices(widget, monkeypatch):
     layer.add_ellipses(np.array([[10, 10], [20, 30]]))
     layer.add_rectangles(np.array([[50, 50], [90, 90]]))  # partly outside
     layer.add_rectangles(np.array([[5, 5], [5, 20]]))  # zero area
-    w.segment_my_boxes()
+    _segment_my_boxes(w, qtbot)
     text = " ".join(infos)
     assert "ellipse" in text and "clipped" in text and "zero-area" in text
     assert viewer.layers[MASKS_LAYER].data.max() > 0
@@ -301,7 +308,7 @@ def test_multiscale_image_is_segmented_at_full_resolution(widget, qtbot):
     qtbot.waitUntil(lambda: w.segment_image_button.isEnabled(), timeout=60_000)
     assert viewer.layers[MASKS_LAYER].data.shape == (128, 128) and viewer.layers[MASKS_LAYER].data.max() > 0
     w.new_boxes_layer().add_rectangles(boxes_to_rectangles(syn.boxes_xyxy))
-    w.segment_my_boxes()
+    _segment_my_boxes(w, qtbot)
     masks = viewer.layers[MASKS_LAYER].data
     assert len(np.unique(masks[masks > 0])) == len(syn.boxes_xyxy)
 

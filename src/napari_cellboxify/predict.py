@@ -22,6 +22,10 @@ from .geometry import polygons_to_labels, polygons_to_masks
 from .tta import TTA_VIEWS, outline_with_tta, segment_with_tta
 
 
+# Context (image px) around the boxes of a region outlined on its own (segment_boxes on large images).
+MARGIN = 64
+
+
 @dataclass
 class Prediction:
     """Instances found in one 2-D image; all coordinates are (x, y) in that image's pixel frame."""
@@ -143,19 +147,44 @@ class Predictor:
         raise MemoryError(f"out of {self.device.type} memory even with 128 px tiles: use a smaller image or the CPU")
 
     @torch.no_grad()
-    def segment_boxes(self, image: np.ndarray, boxes_xyxy: np.ndarray, ids: np.ndarray | None = None) -> Prediction:
-        """One polygon per given box (user-drawn or ground-truth boxes), in the order given."""
+    def segment_boxes(self, image: np.ndarray, boxes_xyxy: np.ndarray, ids: np.ndarray | None = None,
+                      window: int = 2048, margin: int = MARGIN) -> Prediction:
+        """One polygon per given box (user-drawn or ground-truth boxes), in the order given.
+
+        An image larger than ``window`` px on a side is outlined region by region: the boxes whose centres share
+        a ``window / 2`` tile are outlined in a crop around them, ``margin`` px of context added, the contrast
+        still normalised over the whole image. Time and memory then follow the boxes, not the image: the whole
+        of a 4096 x 4096 image took 45 s and 9 GB on 2 CPU cores for 60 boxes.
+        """
         boxes = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4)
-        tensor = self.prepare(image)
-        shape = tuple(tensor.shape[-2:])
+        d = self.config.data
+        norm = normalize_image(image, d.clahe, d.clahe_clip_limit)
+        shape = tuple(norm.shape)
         if len(boxes) == 0:
             return Prediction.empty(shape, self.config.model.num_vertices)
-        box_tensor = torch.from_numpy(boxes).to(self.device)
-        if self.tta != "off":
-            polys = outline_with_tta(self.model, tensor, box_tensor, TTA_VIEWS[self.tta])
+        if max(shape) <= window:
+            polys = self._outline_normalised(norm, boxes)
         else:
-            polys = self.model.segment_boxes([tensor], [box_tensor])[0].float().cpu().numpy()
+            polys = np.zeros((len(boxes), self.config.model.num_vertices, 2), np.float32)
+            h, w = shape
+            tile = max(window // 2, 1)
+            centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+            cells = np.floor(centres / tile).astype(np.int64)
+            for cell in np.unique(cells, axis=0):
+                idx = np.flatnonzero((cells == cell).all(axis=1))
+                x0, y0 = (int(max(0, np.floor(v) - margin)) for v in boxes[idx, :2].min(axis=0))
+                x1 = int(min(w, np.ceil(boxes[idx, 2].max()) + margin))
+                y1 = int(min(h, np.ceil(boxes[idx, 3].max()) + margin))
+                offset = np.array([x0, y0], np.float32)
+                polys[idx] = self._outline_normalised(norm[y0:y1, x0:x1], boxes[idx] - np.tile(offset, 2)) + offset
         return Prediction(polys, boxes, np.ones(len(boxes), np.float32), shape, ids)
+
+    def _outline_normalised(self, norm: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        tensor = to_model_input(norm).to(self.device)
+        box_tensor = torch.from_numpy(np.ascontiguousarray(boxes)).to(self.device)
+        if self.tta != "off":
+            return outline_with_tta(self.model, tensor, box_tensor, TTA_VIEWS[self.tta])
+        return self.model.segment_boxes([tensor], [box_tensor])[0].float().cpu().numpy()
 
     def segment_stack(self, stack: np.ndarray, progress: Callable[[int, int], None] | None = None,
                       **kwargs) -> list[Prediction]:
