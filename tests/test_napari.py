@@ -76,6 +76,7 @@ def test_full_flow_draw_finetune_segment_correct_export(widget, qtbot, tmp_path)
     assert len(boxes.data) == len(np.unique(first)) - 1
 
     w.export()
+    qtbot.waitUntil(lambda: w.export_button.isEnabled(), timeout=60_000)  # written in a worker
     export = tmp_path / "export"
     assert np.array_equal(tifffile.imread(export / "cells_labels.tif"), first)
     coco = json.loads((export / "cells_coco.json").read_text())
@@ -251,7 +252,7 @@ def test_bad_shapes_are_handled_with_notices(widget, qtbot, monkeypatch):
     assert viewer.layers[MASKS_LAYER].data.max() > 0
 
 
-def test_boxes_over_a_calibrated_image_are_read_on_its_pixels(widget):
+def test_boxes_over_a_calibrated_image_are_read_on_its_pixels(widget, qtbot):
     # An image in µm (0.5 µm per pixel, offset), as readers of microscopy formats open it: a Shapes layer in µm
     # (napari's own button or a script) and the panel's own boxes layer must both be read on the image's pixels,
     # and masks turned back into boxes must land on the same cells.
@@ -278,6 +279,7 @@ def test_boxes_over_a_calibrated_image_are_read_on_its_pixels(widget):
     w.export_tiff.setChecked(False)
     w.export_coco.setChecked(False)
     w.export()  # the measurements in µm too, at the positions napari shows
+    qtbot.waitUntil(lambda: w.export_button.isEnabled(), timeout=60_000)
     header, first = (line.split(",") for line in (Path(w.export_edit.text()) / "cells_cells.csv").read_text().splitlines()[:2])
     row = dict(zip(header, map(float, first)))
     assert row["area_um2"] == pytest.approx(row["area"] * 0.25, abs=1e-3)  # the CSV keeps 4 decimals

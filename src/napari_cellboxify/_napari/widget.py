@@ -615,29 +615,37 @@ class CellBoxifyWidget(QWidget):
     def export(self) -> None:
         image = self.image_layer()
         labels_layer = self._layer(self.labels_combo, Labels, "a masks (Labels) layer")
+        formats = {kind for kind, box in (("csv", self.export_csv), ("tiff", self.export_tiff),
+                                          ("coco", self.export_coco)) if box.isChecked()}
+        if not formats:
+            raise RuntimeError("choose at least one export format")
         folder = check_folder(self.export_edit.text(), "the export folder")
-        labels = np.asarray(labels_layer.data)
+        labels = np.array(labels_layer.data)  # a copy: painting while the files are written does not mix in
         if labels.shape != self.spatial_shape(image):  # measurements would mix another image's pixels
             raise RuntimeError(f"the masks layer '{labels_layer.name}' is {'x'.join(map(str, labels.shape))} and "
                                f"the image '{image.name}' is {'x'.join(map(str, self.spatial_shape(image)))}: "
                                "choose the masks of this image")
-        folder.mkdir(parents=True, exist_ok=True)
-        written = []
         planes = [tuple(i) for i in np.ndindex(*labels.shape[:-2])] if labels.ndim > 2 else [()]
-        coco_items = []
-        calibration = self.calibration(image)
-        for plane in planes:
-            suffix = ("_" + "_".join(map(str, plane))) if plane else ""
-            name = f"{image.name}{suffix}"
-            plane_labels = labels[plane] if plane else labels
-            coco_items.append((f"{name}.tif", plane_labels))
-            if self.export_csv.isChecked():
-                written.append(write_measurements_csv(folder / f"{name}_cells.csv", plane_labels,
-                                                      self.plane_image(image, plane), **calibration))
-        if self.export_tiff.isChecked():
-            written.append(write_label_tiff(folder / f"{image.name}_labels.tif", labels))
-        if self.export_coco.isChecked():
-            written.append(write_coco(folder / f"{image.name}_coco.json", coco_items))
-        if not written:
-            raise RuntimeError("choose at least one export format")
-        show_info(f"CellBoxify: wrote {len(written)} file(s) to {folder}")
+        calibration, stem = self.calibration(image), image.name
+
+        def work():  # in a worker: a long time-lapse takes seconds (0.2 s per plane of 300 cells on a CPU)
+            folder.mkdir(parents=True, exist_ok=True)
+            written, coco_items = [], []
+            for plane in planes:
+                name = stem + (("_" + "_".join(map(str, plane))) if plane else "")
+                plane_labels = labels[plane] if plane else labels
+                coco_items.append((f"{name}.tif", plane_labels))
+                if "csv" in formats:
+                    written.append(write_measurements_csv(folder / f"{name}_cells.csv", plane_labels,
+                                                          self.plane_image(image, plane), **calibration))
+                yield plane
+            if "tiff" in formats:
+                written.append(write_label_tiff(folder / f"{stem}_labels.tif", labels))
+            if "coco" in formats:
+                written.append(write_coco(folder / f"{stem}_coco.json", coco_items))
+            return len(written)
+
+        worker = create_worker(work, _progress={"total": len(planes), "desc": "CellBoxify: exporting"},
+                               _ignore_errors=True)  # errors become notifications (_start_busy), not tracebacks
+        worker.returned.connect(lambda n: show_info(f"CellBoxify: wrote {n} file(s) to {folder}"))
+        self._start_busy(worker, "export")
