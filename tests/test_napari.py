@@ -128,14 +128,20 @@ def test_fit_zoom_to_my_boxes_sets_the_zoom_from_them(widget, qtbot, livecell_di
     assert w.zoom_spin.value() < 1.5 and len(shown) == 1  # and no new error
 
 
-def test_cancel_during_training_keeps_the_last_checkpoint(widget, qtbot, tmp_path):
+def _training_underway(widget, qtbot, steps: int, seen: int) -> None:
+    """Box a synthetic image, start a fine-tune of ``steps`` steps and wait until ``seen`` have been shown."""
     viewer, w = widget
     syn = synthetic_cells((128, 128), 8, seed=4)
     viewer.add_image(syn.image, name="cells")
     w.new_boxes_layer().add_rectangles(boxes_to_rectangles(syn.boxes_xyxy))
-    w.steps_spin.setValue(500)
+    w.steps_spin.setValue(steps)
     w.fine_tune()
-    qtbot.waitUntil(lambda: len(w.loss_plot.values) >= 2, timeout=120_000)
+    qtbot.waitUntil(lambda: len(w.loss_plot.values) >= seen, timeout=120_000)
+
+
+def test_cancel_during_training_keeps_the_last_checkpoint(widget, qtbot, tmp_path):
+    viewer, w = widget
+    _training_underway(widget, qtbot, steps=500, seen=2)
     w.cancel_training()
     _wait_training(qtbot, w)
     from napari_cellboxify.checkpoint import read_checkpoint
@@ -156,12 +162,7 @@ def test_quitting_napari_during_training_stops_it_and_keeps_its_steps(widget, qt
     from napari_cellboxify.checkpoint import read_checkpoint
 
     viewer, w = widget
-    syn = synthetic_cells((128, 128), 8, seed=4)
-    viewer.add_image(syn.image, name="cells")
-    w.new_boxes_layer().add_rectangles(boxes_to_rectangles(syn.boxes_xyxy))
-    w.steps_spin.setValue(1000)
-    w.fine_tune()
-    qtbot.waitUntil(lambda: len(w.loss_plot.values) >= 3, timeout=120_000)
+    _training_underway(widget, qtbot, steps=1000, seen=3)
     w.train_worker.quit()
     assert QThreadPool.globalInstance().waitForDone(120_000)
     assert not mp.active_children()
