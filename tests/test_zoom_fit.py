@@ -62,6 +62,10 @@ def test_boxes_of_large_cells_pull_the_default_weights_zoom_down(livecell_dir):
     fit = fit_zoom(predictor, [(image, boxes)])
     assert fit.zoom < predictor.image_scale == 1.5
     assert fit.box_ap[fit.zoom] >= fit.box_ap[1.5] + 2.0
+    # Searched in tiles (as a boxed rectangle over 2,048 px is), the answer and its evidence stay the same.
+    tiled = fit_zoom(predictor, [(image, boxes)], window=512)
+    assert tiled.zoom == fit.zoom
+    assert all(abs(tiled.box_ap[z] - ap) < 3.0 for z, ap in fit.box_ap.items())
 
 
 def test_cli_fit_zoom_prints_the_best_zoom_and_refuses_a_file_without_boxes(tmp_path, capsys):

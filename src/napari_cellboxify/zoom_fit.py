@@ -10,7 +10,9 @@ by COCO bbox AP against the boxes; about 6 s for a fully boxed 704x520 image on 
 
 Only the rectangle around the boxes is searched (data/annotated_area.py, the rule fine-tuning follows): a user
 who boxed one corner of an image has said nothing about cells elsewhere, but should box every cell inside that
-rectangle. Cutting the image to it also keeps the search fast on large images.
+rectangle. Cutting the image to it also keeps the search fast on large images; a rectangle larger than
+``window`` px is searched tile by tile (detections kept in the tile that holds their centre), so that boxes spread
+over a whole large image do not make the network see it at once at up to 2x zoom.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from torchvision.ops import nms
 
 from .data.annotated_area import annotated_area
 
@@ -54,9 +57,44 @@ def box_ap(truth: list[np.ndarray], found: list[tuple[np.ndarray, np.ndarray]]) 
     return coco_eval(gt, detections, "bbox", sizes=False)["AP"]
 
 
+def _regions(tensor: torch.Tensor, window: int, margin: int = 64) -> list[tuple[torch.Tensor, tuple, tuple]]:
+    """``[(crop, (x0, y0), core), ...]``: the whole (C, H, W) tensor when it fits in ``window``, else tiles of
+    ``window / 2`` (the core: x0, y0, x1, y1 in the tensor) each cut out with ``margin`` px of context."""
+    h, w = tensor.shape[-2:]
+    if max(h, w) <= window:
+        return [(tensor, (0, 0), (0, 0, w, h))]
+    tile = max(window // 2, 1)
+    out = []
+    for cy in range(0, h, tile):
+        for cx in range(0, w, tile):
+            x0, y0 = max(0, cx - margin), max(0, cy - margin)
+            x1, y1 = min(w, cx + tile + margin), min(h, cy + tile + margin)
+            out.append((tensor[:, y0:y1, x0:x1], (x0, y0), (cx, cy, min(w, cx + tile), min(h, cy + tile))))
+    return out
+
+
+def _detect(model, regions, nms_thresh: float) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes and scores over all ``regions`` of one image, each detection from the region whose core holds its
+    centre, duplicates across cores removed by NMS (as ``Predictor.segment_tiled`` merges tiles)."""
+    if len(regions) == 1:  # the whole rectangle at once
+        found, score = model.detect(model.encode(regions[0][0]))
+        return found.float().cpu().numpy(), score.float().cpu().numpy()
+    boxes, scores = [], []
+    for crop, (x0, y0), (cx0, cy0, cx1, cy1) in regions:
+        found, score = model.detect(model.encode(crop))
+        found = found.float().cpu() + torch.tensor([x0, y0, x0, y0], dtype=torch.float32)
+        centre_x, centre_y = (found[:, 0] + found[:, 2]) / 2, (found[:, 1] + found[:, 3]) / 2
+        keep = (centre_x >= cx0) & (centre_x < cx1) & (centre_y >= cy0) & (centre_y < cy1)
+        boxes.append(found[keep])
+        scores.append(score.float().cpu()[keep])
+    found, score = torch.cat(boxes), torch.cat(scores)
+    keep = nms(found, score, nms_thresh)
+    return found[keep].numpy(), score[keep].numpy()
+
+
 @torch.no_grad()
 def fit_zoom(predictor, items: list[tuple[np.ndarray, np.ndarray]], factors=ZOOM_FACTORS,
-             progress: Callable[[int, int], None] | None = None) -> ZoomFit:
+             progress: Callable[[int, int], None] | None = None, window: int = 2048) -> ZoomFit:
     """The zoom, among ``factors`` x the predictor's current one, whose detections best match the boxes.
 
     Args:
@@ -64,6 +102,7 @@ def fit_zoom(predictor, items: list[tuple[np.ndarray, np.ndarray]], factors=ZOOM
         items: ``[(image, boxes_xyxy), ...]``, the images the user boxed and their boxes (image pixels); images
             without boxes are skipped.
         progress: called with (done, total) after each image at each zoom.
+        window: boxed rectangles larger than this (px) are searched in tiles of half of it.
 
     Ties (within 0.05 AP) go to the zoom nearest the current one: without evidence, keep what the weights know.
     """
@@ -78,7 +117,7 @@ def fit_zoom(predictor, items: list[tuple[np.ndarray, np.ndarray]], factors=ZOOM
         shape = tuple(tensor.shape[-2:])
         if min(shape) >= 8:  # smaller cannot hold a cell at any zoom
             y0, y1, x0, x1 = annotated_area(boxes, shape)
-            inputs.append(tensor[:, y0:y1, x0:x1])
+            inputs.append(_regions(tensor[:, y0:y1, x0:x1], window))
             truth.append(boxes - np.array([x0, y0, x0, y0], np.float32))
     if not inputs:
         raise ValueError("draw boxes around a few cells first: the zoom is chosen to match them")
@@ -89,9 +128,8 @@ def fit_zoom(predictor, items: list[tuple[np.ndarray, np.ndarray]], factors=ZOOM
         for factor in factors:
             model.transform.image_scale = base * factor
             found = []
-            for tensor in inputs:
-                boxes, scores = model.detect(model.encode(tensor))
-                found.append((boxes.float().cpu().numpy(), scores.float().cpu().numpy()))
+            for regions in inputs:
+                found.append(_detect(model, regions, predictor.config.model.box_nms_thresh))
                 done += 1
                 if progress is not None:
                     progress(done, total)
