@@ -63,7 +63,9 @@ def test_boxes_of_large_cells_pull_the_default_weights_zoom_down(livecell_dir):
     assert fit.zoom < predictor.image_scale == 1.5
     assert fit.box_ap[fit.zoom] >= fit.box_ap[1.5] + 2.0
     # Searched in tiles (as a boxed rectangle over 2,048 px is), the answer and its evidence stay the same.
-    tiled = fit_zoom(predictor, [(image, boxes)], window=512)
+    calls = []
+    tiled = fit_zoom(predictor, [(image, boxes)], window=512, progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (len(calls), len(calls)) and len(calls) > 6  # progress counts the tiles, not only zooms
     assert tiled.zoom == fit.zoom
     assert all(abs(tiled.box_ap[z] - ap) < 3.0 for z, ap in fit.box_ap.items())
 

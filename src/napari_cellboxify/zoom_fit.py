@@ -73,15 +73,18 @@ def _regions(tensor: torch.Tensor, window: int, margin: int = 64) -> list[tuple[
     return out
 
 
-def _detect(model, regions, nms_thresh: float) -> tuple[np.ndarray, np.ndarray]:
+def _detect(model, regions, nms_thresh: float, step: Callable[[], None]) -> tuple[np.ndarray, np.ndarray]:
     """Boxes and scores over all ``regions`` of one image, each detection from the region whose core holds its
-    centre, duplicates across cores removed by NMS (as ``Predictor.segment_tiled`` merges tiles)."""
+    centre, duplicates across cores removed by NMS (as ``Predictor.segment_tiled`` merges tiles); ``step()`` is
+    called after each region."""
     if len(regions) == 1:  # the whole rectangle at once
         found, score = model.detect(model.encode(regions[0][0]))
+        step()
         return found.float().cpu().numpy(), score.float().cpu().numpy()
     boxes, scores = [], []
     for crop, (x0, y0), (cx0, cy0, cx1, cy1) in regions:
         found, score = model.detect(model.encode(crop))
+        step()
         found = found.float().cpu() + torch.tensor([x0, y0, x0, y0], dtype=torch.float32)
         centre_x, centre_y = (found[:, 0] + found[:, 2]) / 2, (found[:, 1] + found[:, 3]) / 2
         keep = (centre_x >= cx0) & (centre_x < cx1) & (centre_y >= cy0) & (centre_y < cy1)
@@ -101,7 +104,7 @@ def fit_zoom(predictor, items: list[tuple[np.ndarray, np.ndarray]], factors=ZOOM
         predictor: a ``Predictor``; its zoom is left as it was (set ``predictor.image_scale`` to the answer).
         items: ``[(image, boxes_xyxy), ...]``, the images the user boxed and their boxes (image pixels); images
             without boxes are skipped.
-        progress: called with (done, total) after each image at each zoom.
+        progress: called with (done, total) after each image (or tile of a large one) at each zoom.
         window: boxed rectangles larger than this (px) are searched in tiles of half of it.
 
     Ties (within 0.05 AP) go to the zoom nearest the current one: without evidence, keep what the weights know.
@@ -122,17 +125,19 @@ def fit_zoom(predictor, items: list[tuple[np.ndarray, np.ndarray]], factors=ZOOM
     if not inputs:
         raise ValueError("draw boxes around a few cells first: the zoom is chosen to match them")
     model, base = predictor.model, predictor.image_scale
-    total, done = len(factors) * len(inputs), 0
+    # Counted in regions, so that one large image tiled for the search still shows progress.
+    total, done = len(factors) * sum(len(regions) for regions in inputs), [0]
+
+    def step() -> None:
+        done[0] += 1
+        if progress is not None:
+            progress(done[0], total)
+
     fit = ZoomFit(zoom=base)
     try:
         for factor in factors:
             model.transform.image_scale = base * factor
-            found = []
-            for regions in inputs:
-                found.append(_detect(model, regions, predictor.config.model.box_nms_thresh))
-                done += 1
-                if progress is not None:
-                    progress(done, total)
+            found = [_detect(model, regions, predictor.config.model.box_nms_thresh, step) for regions in inputs]
             fit.box_ap[round(base * factor, 4)] = box_ap(truth, found)
     finally:
         model.transform.image_scale = base
