@@ -25,8 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import LIVECELL_MINI, write_section  # noqa: E402
 
@@ -49,25 +47,21 @@ def _point(size: int, whole: bool, device: str) -> dict:
 
 
 def _oracle(device: str) -> dict[str, float]:
+    import functools
+
     from napari_cellboxify.data.coco import load_coco
-    from napari_cellboxify.data.images import read_image
-    from napari_cellboxify.geometry import mask_iou, polygon_to_mask
+    from napari_cellboxify.evaluate import oracle_box_iou
     from napari_cellboxify.predict import Predictor
 
-    predictor = Predictor.from_weights(None, device=device)
     coco = load_coco(LIVECELL_MINI / "val" / "annotations.json", LIVECELL_MINI / "val" / "images")
-    gt = coco.pycocotools()
-    ious: dict[str, list[float]] = {"whole image": [], "crops (256 px window)": []}
-    for entry in coco.images:
-        image = read_image(entry.path)
-        anns = [a for a in gt.loadAnns(gt.getAnnIds(imgIds=[entry.id])) if a.get("segmentation")]
-        boxes = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
-                          for a in anns], np.float32)
-        truth = [gt.annToMask(a).astype(bool) for a in anns]
-        for name, window in (("whole image", 10**9), ("crops (256 px window)", 256)):
-            pred = predictor.segment_boxes(image, boxes, window=window)
-            ious[name] += [mask_iou(polygon_to_mask(p, image.shape[:2]), t) for p, t in zip(pred.polygons_xy, truth)]
-    return {name: float(np.mean(v)) for name, v in ious.items()} | {"cells": len(ious["whole image"])}
+    out = {}
+    for name, window in (("whole image", 10**9), ("crops (256 px window)", 256)):
+        predictor = Predictor.from_weights(None, device=device)
+        # oracle_box_iou outlines each image's GT boxes with segment_boxes: bound here to this window
+        predictor.segment_boxes = functools.partial(predictor.segment_boxes, window=window)
+        iou = oracle_box_iou(predictor, coco)
+        out[name], out["cells"] = iou["mean_iou_model"], iou["num_cells"]
+    return out
 
 
 def main(argv=None) -> int:

@@ -265,7 +265,7 @@ def cmd_predict(args) -> int:
     import numpy as np
 
     from .data.images import image_planes, read_image
-    from .export import boxes_coco, write_coco, write_label_tiff, write_measurements_csv
+    from .export import boxes_coco, plane_name, write_coco, write_label_tiff, write_measurements_csv
     from .io_utils import atomic_write_text
     from .predict import Predictor, iter_image_files
     from .progress import tqdm_callback
@@ -293,7 +293,7 @@ def cmd_predict(args) -> int:
             total += len(planes) - 1  # the bar counts planes
             stack = []
             for index, plane in planes:
-                name = path.stem + "".join(f"_{k}" for k in index)
+                name = plane_name(path.stem, index)
                 file_name = f"{name}.tif" if index else path.name
                 if args.tile:
                     pred = predictor.segment_tiled(plane, tile=args.tile, overlap=args.overlap)

@@ -20,6 +20,12 @@ from .io_utils import atomic_write_text, atomic_write_with
 MEASUREMENTS = ("label", "area", "perimeter", "centroid", "eccentricity", "intensity_mean")
 
 
+def plane_name(stem: str, plane: tuple) -> str:
+    """The name of one plane of a stack, as every export names it: ``NAME`` for a 2-D image, ``NAME_t`` or
+    ``NAME_t_z`` for plane (t,) or (t, z)."""
+    return stem + "".join(f"_{k}" for k in plane)
+
+
 def write_label_tiff(path: str | Path, labels: np.ndarray) -> Path:
     """Write a label image (uint16 if the ids fit, else uint32) as a compressed TIFF."""
     labels = np.asarray(labels)

@@ -22,7 +22,9 @@ from .geometry import polygons_to_labels, polygons_to_masks
 from .tta import TTA_VIEWS, outline_with_tta, segment_with_tta
 
 
-# Context (image px) around the boxes of a region outlined on its own (segment_boxes on large images).
+# An image with a side over LARGE_SIDE px is worked on in parts (segment_boxes, fit_zoom, the panel's Segment
+# image), so that memory follows the cells, not the image; MARGIN px of context surround each part.
+LARGE_SIDE = 2048
 MARGIN = 64
 
 
@@ -148,7 +150,7 @@ class Predictor:
 
     @torch.no_grad()
     def segment_boxes(self, image: np.ndarray, boxes_xyxy: np.ndarray, ids: np.ndarray | None = None,
-                      window: int = 2048, margin: int = MARGIN) -> Prediction:
+                      window: int = LARGE_SIDE, margin: int = MARGIN) -> Prediction:
         """One polygon per given box (user-drawn or ground-truth boxes), in the order given.
 
         An image larger than ``window`` px on a side is outlined region by region: the boxes whose centres share

@@ -25,6 +25,7 @@ import torch
 from torchvision.ops import nms
 
 from .data.annotated_area import annotated_area
+from .predict import LARGE_SIDE, MARGIN
 
 # Zooms tried, as factors of the current one: 0.75-2.0 for weights at 1.5, the range measured in bench_zoom.py.
 # Farther zooms are one more click away (set the Zoom near them and fit again).
@@ -57,7 +58,7 @@ def box_ap(truth: list[np.ndarray], found: list[tuple[np.ndarray, np.ndarray]]) 
     return coco_eval(gt, detections, "bbox", sizes=False)["AP"]
 
 
-def _regions(tensor: torch.Tensor, window: int, margin: int = 64) -> list[tuple[torch.Tensor, tuple, tuple]]:
+def _regions(tensor: torch.Tensor, window: int, margin: int = MARGIN) -> list[tuple[torch.Tensor, tuple, tuple]]:
     """``[(crop, (x0, y0), core), ...]``: the whole (C, H, W) tensor when it fits in ``window``, else tiles of
     ``window / 2`` (the core: x0, y0, x1, y1 in the tensor) each cut out with ``margin`` px of context."""
     h, w = tensor.shape[-2:]
@@ -97,7 +98,7 @@ def _detect(model, regions, nms_thresh: float, step: Callable[[], None]) -> tupl
 
 @torch.no_grad()
 def fit_zoom(predictor, items: list[tuple[np.ndarray, np.ndarray]], factors=ZOOM_FACTORS,
-             progress: Callable[[int, int], None] | None = None, window: int = 2048) -> ZoomFit:
+             progress: Callable[[int, int], None] | None = None, window: int = LARGE_SIDE) -> ZoomFit:
     """The zoom, among ``factors`` x the predictor's current one, whose detections best match the boxes.
 
     Args:

@@ -26,10 +26,10 @@ from qtpy.QtWidgets import (
 from ..checkpoint import load_model
 from ..config import TTA_MODES, CellBoxifyConfig, apply_panel_training, fine_tune_config, small_cpu_config
 from ..data.annotated_area import area_fraction
-from ..export import write_coco, write_label_tiff, write_measurements_csv, write_training_project
+from ..export import plane_name, write_coco, write_label_tiff, write_measurements_csv, write_training_project
 from ..geometry import labels_to_boxes
 from ..io_utils import check_folder
-from ..predict import Predictor
+from ..predict import LARGE_SIDE, Predictor
 from ..shapes import between_layers, boxes_to_rectangles, shapes_to_boxes
 from ..train_process import train_in_subprocess
 from ..weights import WeightsError, default_weights_path
@@ -433,7 +433,7 @@ class CellBoxifyWidget(QWidget):
         def work():
             for plane in planes:
                 pixels = np.asarray(data[plane] if plane else data)
-                if max(pixels.shape[:2]) > 2048:  # large images: tiles keep memory bounded
+                if max(pixels.shape[:2]) > LARGE_SIDE:  # large images: tiles keep memory bounded
                     pred = predictor.segment_tiled(pixels, tile=1024, overlap=128, score_threshold=threshold)
                 else:
                     pred = predictor.segment_image(pixels, threshold, max_dets)
@@ -496,10 +496,8 @@ class CellBoxifyWidget(QWidget):
         if n_boxes == 0:
             raise RuntimeError("draw some boxes around cells first: fine-tuning learns from them")
         project = check_folder(self.project_edit.text(), "the project folder")
-        items = []
-        for plane, boxes in sorted(converted.boxes.items()):
-            suffix = "_".join(map(str, plane))
-            items.append((f"{image.name}{'_' + suffix if suffix else ''}", self.plane_image(image, plane), boxes))
+        items = [(plane_name(image.name, plane), self.plane_image(image, plane), boxes)
+                 for plane, boxes in sorted(converted.boxes.items())]
 
         config = self._fine_tune_config(items)
         init = self.weights_path
@@ -632,7 +630,7 @@ class CellBoxifyWidget(QWidget):
             folder.mkdir(parents=True, exist_ok=True)
             written, coco_items = [], []
             for plane in planes:
-                name = stem + (("_" + "_".join(map(str, plane))) if plane else "")
+                name = plane_name(stem, plane)
                 plane_labels = labels[plane] if plane else labels
                 coco_items.append((f"{name}.tif", plane_labels))
                 if "csv" in formats:
