@@ -28,6 +28,8 @@ def test_every_verb_documents_its_options(verb):
         ["predict", "img.tif", "--out", "o", "--tile", "zero"],
         ["predict", "img.tif", "--out", "o", "--score-threshold", "5"],
         ["predict", "img.tif", "--out", "o", "--score-threshold", "nan"],
+        ["predict", "img.tif", "--out", "o", "--pixel-size", "0"],
+        ["predict", "img.tif", "--out", "o", "--pixel-size", "0.5,0.5,1"],
         ["frobnicate"],
     ],
 )
@@ -104,6 +106,25 @@ def test_train_predict_evaluate_export_end_to_end(tmp_path):
         assert (tmp_path / "pred_stack" / f"movie_{i}_cells.csv").exists()
     coco = json.loads((tmp_path / "pred_stack" / "predictions_coco.json").read_text())
     assert [im["file_name"] for im in coco["images"]] == ["movie_0.tif", "movie_1.tif"]
+
+    # sizes in µm: from an ImageJ-calibrated file's own metadata, or from --pixel-size for an uncalibrated one
+    from napari_cellboxify.data.images import read_pixel_size
+
+    tifffile.imwrite(tmp_path / "calibrated.tif", planes[0], imagej=True, resolution=(2.0, 2.0), metadata={"unit": "um"})
+    result = _cli("predict", tmp_path / "calibrated.tif", images_dir / "synthetic_1.tif", "--out", tmp_path / "pred_um",
+                  "--weights", run / "model.pt", "--format", "tiff,csv", "--score-threshold", "0")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "read from 1 of 2 files" in result.stdout
+    header, first = (line.split(",") for line in (tmp_path / "pred_um" / "calibrated_cells.csv").read_text().splitlines()[:2])
+    row = dict(zip(header, map(float, first)))
+    assert row["area_um2"] == pytest.approx(row["area"] * 0.25, abs=1e-3)
+    assert row["centroid_x_um"] == pytest.approx(row["centroid_x"] * 0.5, abs=1e-3)
+    assert read_pixel_size(tmp_path / "pred_um" / "calibrated_labels.tif") == pytest.approx((0.5, 0.5))
+    assert "area_um2" not in (tmp_path / "pred_um" / "synthetic_1_cells.csv").read_text().splitlines()[0]
+    result = _cli("predict", images_dir / "synthetic_1.tif", "--out", tmp_path / "pred_given", "--weights",
+                  run / "model.pt", "--format", "csv", "--score-threshold", "0", "--pixel-size", "0.65")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "area_um2" in (tmp_path / "pred_given" / "synthetic_1_cells.csv").read_text().splitlines()[0]
 
     # self-training: the predicted boxes as pseudo-labels beside the labeled images (thresholds at 0: an
     # untrained model's scores are low)

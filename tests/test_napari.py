@@ -277,10 +277,12 @@ def test_boxes_over_a_calibrated_image_are_read_on_its_pixels(widget, qtbot):
     np.testing.assert_allclose(w.read_boxes(image, mine).boxes[()], labels_to_boxes(syn.labels)[1], atol=1e-4)
     assert np.allclose(mine.data[0].min(0), in_um[0].min(0), atol=1.0)  # still on the cell, in µm
 
-    w.export_tiff.setChecked(False)
     w.export_coco.setChecked(False)
-    w.export()  # the measurements in µm too, at the positions napari shows
+    w.export()  # the measurements in µm too, at the positions napari shows; the label TIFF carries the size
     qtbot.waitUntil(lambda: w.export_button.isEnabled(), timeout=60_000)
+    from napari_cellboxify.data.images import read_pixel_size
+
+    assert read_pixel_size(Path(w.export_edit.text()) / "cells_labels.tif") == pytest.approx((0.5, 0.5))
     header, first = (line.split(",") for line in (Path(w.export_edit.text()) / "cells_cells.csv").read_text().splitlines()[:2])
     row = dict(zip(header, map(float, first)))
     assert row["area_um2"] == pytest.approx(row["area"] * 0.25, abs=1e-3)  # the CSV keeps 4 decimals

@@ -5,7 +5,7 @@ import pytest
 import tifffile
 import torch
 
-from napari_cellboxify.data.images import read_image
+from napari_cellboxify.data.images import read_image, read_pixel_size
 from napari_cellboxify.evaluate import coco_eval, prediction_to_coco
 from napari_cellboxify.data.coco import load_coco
 from napari_cellboxify.export import write_coco, write_label_tiff, write_measurements_csv
@@ -124,6 +124,33 @@ def test_label_tiff_coco_and_csv_round_trip(tmp_path):
     assert float(row["centroid_y_um"]) == pytest.approx(100 + 0.5 * float(row["centroid_y"]))
     assert float(row["centroid_x_um"]) == pytest.approx(200 + 0.25 * float(row["centroid_x"]))
     assert "perimeter_um" not in row  # not a scaled copy on stretched pixels
+
+
+def test_pixel_size_is_read_from_microscopy_tiffs_and_written_with_the_masks(tmp_path):
+    # Sizes in µm need the file's own calibration: OME-XML (any length unit), ImageJ's unit + resolution, or
+    # resolution tags in centimetres. Inches are what writers put by default (LIVECell: 1 pixel per inch) and
+    # must not turn a pixel into 25,400 µm.
+    plane = np.zeros((8, 10), np.uint16)
+    tifffile.imwrite(tmp_path / "ome.tif", plane, ome=True,
+                     metadata={"PhysicalSizeY": 325.0, "PhysicalSizeYUnit": "nm", "PhysicalSizeX": 0.65})
+    tifffile.imwrite(tmp_path / "ij.tif", plane, imagej=True, resolution=(1 / 0.5, 1 / 0.25), metadata={"unit": "micron"})
+    tifffile.imwrite(tmp_path / "cm.tif", plane, resolution=(1e4 / 1.3, 1e4 / 1.3), resolutionunit="CENTIMETER")
+    tifffile.imwrite(tmp_path / "inch.tif", plane, resolution=(1, 1), resolutionunit="INCH")
+    tifffile.imwrite(tmp_path / "ij_pixels.tif", plane, imagej=True, resolution=(1, 1), metadata={"unit": "pixel"})
+    tifffile.imwrite(tmp_path / "cm_placeholder.tif", plane, resolution=(1, 1), resolutionunit="CENTIMETER")
+    assert read_pixel_size(tmp_path / "ome.tif") == pytest.approx((0.325, 0.65))
+    assert read_pixel_size(tmp_path / "ij.tif") == pytest.approx((0.25, 0.5))  # (height, width)
+    assert read_pixel_size(tmp_path / "cm.tif") == pytest.approx((1.3, 1.3))
+    for uncalibrated in ("inch.tif", "ij_pixels.tif", "cm_placeholder.tif", "missing.tif"):
+        assert read_pixel_size(tmp_path / uncalibrated) is None, uncalibrated
+    (tmp_path / "not_a_tiff.tif").write_bytes(b"plain text")
+    assert read_pixel_size(tmp_path / "not_a_tiff.tif") is None
+
+    labels = np.zeros((8, 10), np.uint16)
+    labels[2:5, 3:7] = 1
+    write_label_tiff(tmp_path / "labels.tif", labels, pixel_size=(0.25, 0.5))
+    assert read_pixel_size(tmp_path / "labels.tif") == pytest.approx((0.25, 0.5))
+    assert np.array_equal(tifffile.imread(tmp_path / "labels.tif"), labels)
 
 
 def test_labels_need_uint32_past_65535():

@@ -55,6 +55,16 @@ def _nonneg_int(text: str) -> int:
     return value
 
 
+def _pixel_size(text: str) -> tuple[float, float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or not all(0.0 < v < float("inf") for v in values):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a pixel size in µm (SIZE, or HEIGHT,WIDTH), got {text!r}")
+    return (values[0], values[-1])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cellboxify", description="Instance masks of cells from a model trained on boxes.")
     parser.add_argument("--version", action="version", version=_version())
@@ -102,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=_positive_int, help="tile size for large images (px)")
     p.add_argument("--overlap", type=_nonneg_int, default=128, help="tile overlap (px, default 128)")
     p.add_argument("--score-threshold", type=_score, default=0.5, help="minimum detection score (default 0.5)")
+    p.add_argument("--pixel-size", type=_pixel_size, metavar="UM",
+                   help="pixel size in µm (SIZE, or HEIGHT,WIDTH) for the CSV's µm columns and the label TIFF; "
+                   "default: read from each TIFF's OME/ImageJ/resolution metadata, none if it has none")
     _add_inference_overrides(p)
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
 
@@ -264,7 +277,7 @@ def format_metrics(metrics: dict) -> list[str]:
 def cmd_predict(args) -> int:
     import numpy as np
 
-    from .data.images import image_planes, read_image
+    from .data.images import image_planes, read_image, read_pixel_size
     from .export import boxes_coco, plane_name, write_coco, write_label_tiff, write_measurements_csv
     from .io_utils import atomic_write_text
     from .predict import Predictor, iter_image_files
@@ -283,10 +296,13 @@ def cmd_predict(args) -> int:
                                        overrides=_with_tta(args))
     args.out.mkdir(parents=True, exist_ok=True)
     coco_items, coco_scores, box_items, box_scores = [], [], [], []
-    total = len(files)
+    total, calibrated = len(files), 0
     with tqdm_callback(total, "predict") as progress:
         for path in files:
             image = read_image(path)
+            pixel_size = args.pixel_size or read_pixel_size(path)
+            if pixel_size is not None:
+                calibrated += 1
             # A stack (T/Z, H, W) is segmented plane by plane, as the panel's "all slices" does: one label stack
             # of the same shape, and one CSV / COCO image per plane named like the panel's export (NAME_t).
             planes = image_planes(image)
@@ -302,7 +318,8 @@ def cmd_predict(args) -> int:
                 labels = pred.labels()
                 stack.append(labels)
                 if "csv" in formats:
-                    write_measurements_csv(args.out / f"{name}_cells.csv", labels, plane)
+                    write_measurements_csv(args.out / f"{name}_cells.csv", labels, plane,
+                                           **({"pixel_size": pixel_size, "unit": "um"} if pixel_size else {}))
                 coco_items.append((file_name, labels))
                 coco_scores.append(dict(zip(pred.label_ids().tolist(), pred.scores.tolist())))
                 box_items.append((file_name, pred.shape, pred.boxes_xyxy))
@@ -310,13 +327,20 @@ def cmd_predict(args) -> int:
                 progress(len(coco_items), total)
             if "tiff" in formats:
                 leading = image.shape[:len(planes[0][0])]  # () for one plane
-                write_label_tiff(args.out / f"{path.stem}_labels.tif", np.stack(stack).reshape(leading + stack[0].shape))
+                write_label_tiff(args.out / f"{path.stem}_labels.tif", np.stack(stack).reshape(leading + stack[0].shape),
+                                 pixel_size)
     if "coco" in formats:
         write_coco(args.out / "predictions_coco.json", coco_items, coco_scores)
     if "boxes" in formats:
         atomic_write_text(args.out / "boxes.json", json.dumps(boxes_coco(box_items, box_scores)))
     stacks = f", {len(coco_items)} planes," if len(coco_items) != len(files) else ""
-    print(f"segmented {len(files)} image(s){stacks} into {args.out}")
+    # Say where the µm came from: a biologist comparing two runs' CSVs must know whether both were calibrated.
+    sizes = ""
+    if not args.pixel_size and {"csv", "tiff"} & formats:
+        sizes = ("; pixel size (µm) read from every file" if calibrated == len(files) else
+                 f"; pixel size (µm) read from {calibrated} of {len(files)} files, the others in pixels only"
+                 if calibrated else "; no pixel size in the files: sizes in pixels (give --pixel-size for µm)")
+    print(f"segmented {len(files)} image(s){stacks} into {args.out}{sizes}")
     return 0
 
 

@@ -26,11 +26,21 @@ def plane_name(stem: str, plane: tuple) -> str:
     return stem + "".join(f"_{k}" for k in plane)
 
 
-def write_label_tiff(path: str | Path, labels: np.ndarray) -> Path:
-    """Write a label image (uint16 if the ids fit, else uint32) as a compressed TIFF."""
+def write_label_tiff(path: str | Path, labels: np.ndarray, pixel_size: tuple[float, float] | None = None) -> Path:
+    """Write a label image (uint16 if the ids fit, else uint32) as a compressed TIFF.
+
+    With ``pixel_size`` (height, width in µm) the file carries it in the standard resolution tags (centimetres,
+    which Fiji shows in µm and ``data.images.read_pixel_size`` reads back), so measurements made on the masks
+    elsewhere are in µm too.
+    """
     labels = np.asarray(labels)
     dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
-    atomic_write_with(path, lambda tmp: tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib"), ".tif")
+    calibration = {}
+    if pixel_size is not None:
+        sy, sx = (float(v) for v in pixel_size)
+        calibration = {"resolution": (1e4 / sx, 1e4 / sy), "resolutionunit": "CENTIMETER"}
+    atomic_write_with(path, lambda tmp: tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib",
+                                                         **calibration), ".tif")
     return Path(path)
 
 

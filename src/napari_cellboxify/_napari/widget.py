@@ -26,6 +26,7 @@ from qtpy.QtWidgets import (
 from ..checkpoint import load_model
 from ..config import TTA_MODES, CellBoxifyConfig, apply_panel_training, fine_tune_config, small_cpu_config
 from ..data.annotated_area import area_fraction
+from ..data.images import MICROMETRES_PER
 from ..export import plane_name, write_coco, write_label_tiff, write_measurements_csv, write_training_project
 from ..geometry import labels_to_boxes
 from ..io_utils import check_folder
@@ -625,6 +626,9 @@ class CellBoxifyWidget(QWidget):
                                "choose the masks of this image")
         planes = [tuple(i) for i in np.ndindex(*labels.shape[:-2])] if labels.ndim > 2 else [()]
         calibration, stem = self.calibration(image), image.name
+        # The label TIFF carries the pixel size when its unit converts to µm (Fiji then measures the masks in µm).
+        to_um = MICROMETRES_PER.get(calibration.get("unit") or "")
+        tiff_pixel_size = tuple(v * to_um for v in calibration["pixel_size"]) if to_um else None
 
         def work():  # in a worker: a long time-lapse takes seconds (0.2 s per plane of 300 cells on a CPU)
             folder.mkdir(parents=True, exist_ok=True)
@@ -638,7 +642,7 @@ class CellBoxifyWidget(QWidget):
                                                           self.plane_image(image, plane), **calibration))
                 yield plane
             if "tiff" in formats:
-                written.append(write_label_tiff(folder / f"{stem}_labels.tif", labels))
+                written.append(write_label_tiff(folder / f"{stem}_labels.tif", labels, tiff_pixel_size))
             if "coco" in formats:
                 written.append(write_coco(folder / f"{stem}_coco.json", coco_items))
             return len(written)
