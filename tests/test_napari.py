@@ -170,6 +170,21 @@ def test_quitting_napari_during_training_stops_it_and_keeps_its_steps(widget, qt
     assert (tmp_path / "project" / "run" / "model.pt").exists()
 
 
+def test_closing_the_viewer_during_training_stops_it_and_keeps_its_steps(widget, qtbot, tmp_path):
+    # napari as a library (a notebook, a script) closes a viewer without quitting the app: napari then cancels
+    # the tasks it lists for that window, our worker among them, and the child must stop and save as on quit.
+    import multiprocessing as mp
+
+    from napari_cellboxify.checkpoint import read_checkpoint
+
+    viewer, w = widget
+    _training_underway(widget, qtbot, steps=1000, seen=3)
+    viewer.close()
+    qtbot.waitUntil(lambda: not mp.active_children(), timeout=60_000)
+    assert 3 <= read_checkpoint(tmp_path / "project" / "run" / "last.pt")["step"] < 100
+    assert (tmp_path / "project" / "run" / "model.pt").exists()
+
+
 def test_viewer_stays_responsive_while_training(widget, qtbot):
     """Timer jitter of the Qt event loop while a fine-tune runs in the worker."""
     import time

@@ -531,8 +531,9 @@ class CellBoxifyWidget(QWidget):
         worker.finished.connect(self._on_train_finished)
 
         def stop_on_quit():
-            # Quitting napari asks every worker to quit, and a quit worker drops its generator without closing
-            # it: the training child would then be killed at exit, losing the steps since its last checkpoint.
+            # Quitting napari asks every worker to quit (closing one viewer asks the workers it lists as its
+            # tasks), and a quit worker drops its generator without closing it: the training child would then be
+            # killed at exit (or run on with no window), losing the steps since its last checkpoint.
             # Closing the generator here, in the worker's thread that napari waits for, stops the child after its
             # current step and lets it save, as Cancel does.
             if training:
