@@ -13,6 +13,7 @@ pytest.importorskip("pytestqt")
 from napari_cellboxify._napari.io import get_reader, write_labels_coco, write_labels_tiff, write_shapes_coco  # noqa: E402
 from napari_cellboxify._napari.widget import MASKS_LAYER, CellBoxifyWidget  # noqa: E402
 from napari_cellboxify.data.synthetic import synthetic_cells  # noqa: E402
+from napari_cellboxify.geometry import labels_to_boxes  # noqa: E402
 from napari_cellboxify.shapes import boxes_to_rectangles  # noqa: E402
 
 from conftest import tiny_config, write_synthetic_coco  # noqa: E402
@@ -249,6 +250,33 @@ def test_segment_image_on_16bit_rgb_and_stacks(widget, qtbot, kind):
         assert masks.max() > 0
 
 
+def test_a_2d_boxes_layer_over_a_stack_is_the_slice_shown(widget, qtbot, monkeypatch):
+    # napari shows a 2-D Shapes layer (from a script, or opened from a 2-D file) on every slice of a stack. Its
+    # boxes were skipped as "drawn on no particular slice", and Predictions -> boxes into it failed with napari's
+    # dimension error; they are now the boxes of the slice shown.
+    viewer, w = widget
+    _untrained(w)
+    infos = []
+    monkeypatch.setattr("napari_cellboxify._napari.widget.show_info", lambda msg: infos.append(msg))
+    syn = synthetic_cells((96, 96), 5, seed=4)
+    image = viewer.add_image(np.stack([syn.image] * 3), name="movie")
+    mine = viewer.add_shapes(boxes_to_rectangles(syn.boxes_xyxy), shape_type="rectangle", name="mine")
+    viewer.dims.set_current_step(0, 2)
+    converted = w.read_boxes(image, mine)
+    assert list(converted.boxes) == [(2,)]
+    np.testing.assert_allclose(converted.boxes[(2,)], syn.boxes_xyxy, atol=1e-4)
+    assert "slice shown (2)" in infos[-1]
+
+    w.boxes_combo.setCurrentText("mine")
+    _segment_my_boxes(w, qtbot)
+    masks = viewer.layers[MASKS_LAYER].data
+    assert len(np.unique(masks[2])) - 1 == len(syn.boxes_xyxy) and masks[:2].max() == 0
+
+    w.predictions_to_boxes()  # the layer stays 2-D: its boxes are replaced by this slice's masks' boxes
+    assert mine.ndim == 2 and len(mine.data) == len(syn.boxes_xyxy)
+    np.testing.assert_allclose(w.read_boxes(image, mine).boxes[(2,)], labels_to_boxes(masks[2])[1], atol=1e-4)
+
+
 def test_bad_shapes_are_handled_with_notices(widget, qtbot, monkeypatch):
     from napari_cellboxify.model import build_model
     from napari_cellboxify.predict import Predictor
@@ -272,8 +300,6 @@ def test_boxes_over_a_calibrated_image_are_read_on_its_pixels(widget, qtbot):
     # An image in µm (0.5 µm per pixel, offset), as readers of microscopy formats open it: a Shapes layer in µm
     # (napari's own button or a script) and the panel's own boxes layer must both be read on the image's pixels,
     # and masks turned back into boxes must land on the same cells.
-    from napari_cellboxify.geometry import labels_to_boxes
-
     viewer, w = widget
     syn = synthetic_cells((96, 96), 5, seed=4)
     scale, offset = np.array([0.5, 0.5]), np.array([10.0, 20.0])

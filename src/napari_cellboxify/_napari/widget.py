@@ -346,9 +346,20 @@ class CellBoxifyWidget(QWidget):
 
     def read_boxes(self, image: Image, layer: Shapes):
         data = self.in_frame(list(layer.data), layer, image)
+        notices = []
+        missing = len(self.spatial_shape(image)) - layer.ndim
+        if missing > 0 and data:
+            # napari shows a 2-D Shapes layer over a stack on every slice: its boxes are taken as drawn on the
+            # slice the user is looking at (its leading indices are the ones the layer lacks; layers align by
+            # their trailing axes), not skipped.
+            plane = np.asarray(self.current_plane(image)[:missing], dtype=float)
+            data = [np.hstack([np.tile(plane, (len(v), 1)), np.asarray(v, dtype=float)]) for v in data]
+            notices.append(f"the boxes of '{layer.name}' (a {layer.ndim}-D layer over a stack) are taken as boxes "
+                           f"of the slice shown ({', '.join(str(int(i)) for i in plane)})")
         converted = shapes_to_boxes(data, list(layer.shape_type), self.spatial_shape(image))
-        if converted.notices:
-            show_info("CellBoxify: " + "; ".join(converted.notices))
+        notices += converted.notices
+        if notices:
+            show_info("CellBoxify: " + "; ".join(notices))
         return converted
 
     def stable_ids(self, layer: Shapes) -> np.ndarray:
@@ -591,8 +602,10 @@ class CellBoxifyWidget(QWidget):
         old_ids = (features["cell_id"].to_numpy() if "cell_id" in features and len(features) == len(layer.data)
                    else np.zeros(len(layer.data)))
         in_pixels = self.in_frame(list(layer.data), layer, image)
-        keep = [i for i, d in enumerate(in_pixels) if tuple(np.round(np.asarray(d)[0, :-2]).astype(int)) != plane]
-        rects = self.in_frame(boxes_to_rectangles(boxes, plane), labels_layer, layer)
+        missing = len(plane) + 2 - layer.ndim  # > 0: a 2-D layer over a stack, its boxes are the shown slice's
+        keep = [] if missing > 0 else [
+            i for i, d in enumerate(in_pixels) if tuple(np.round(np.asarray(d)[0, :-2]).astype(int)) != plane]
+        rects = self.in_frame(boxes_to_rectangles(boxes, plane[max(missing, 0):]), labels_layer, layer)
         new_types = [layer.shape_type[i] for i in keep] + ["rectangle"] * len(rects)
         new_data = [layer.data[i] for i in keep] + rects
         layer.data = new_data
