@@ -418,6 +418,15 @@ def test_reader_and_writers_round_trip(tmp_path):
     np.testing.assert_allclose(sorted(a["bbox"] for a in coco["annotations"]),
                                sorted(a["bbox"] for a in original["annotations"]), atol=1e-4)
 
+    # a (T, H, W) stack: masks and boxes saved from napari name the same images, as the panel's export does
+    stack = np.stack([labels, labels])
+    rects = [np.hstack([np.full((4, 1), 1.0), r]) for r in layers[1][0]]
+    (masks_path,) = write_labels_coco(str(tmp_path / "stack_masks.json"), stack, {"name": "movie"})
+    (boxes_path,) = write_shapes_coco(str(tmp_path / "stack_boxes.json"), rects, {"name": "movie"})
+    masks_names = [im["file_name"] for im in json.loads(open(masks_path).read())["images"]]
+    boxes_names = [im["file_name"] for im in json.loads(open(boxes_path).read())["images"]]
+    assert masks_names == ["movie_0.tif", "movie_1.tif"] and boxes_names == ["movie_1.tif"]
+
 
 def test_reader_declines_other_json(tmp_path):
     path = tmp_path / "other.json"

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..data.coco import CocoError, load_coco
 from ..data.images import read_image
-from ..export import boxes_coco, write_coco, write_label_tiff
+from ..export import boxes_coco, plane_name, write_coco, write_label_tiff
 from ..io_utils import atomic_write_text
 from ..shapes import boxes_to_rectangles, shapes_to_boxes
 
@@ -72,11 +72,10 @@ def write_labels_tiff(path: str, data, attributes: dict) -> list[str]:
 def write_labels_coco(path: str, data, attributes: dict) -> list[str]:
     labels = np.asarray(data)
     name = attributes.get("name", "image")
-    if labels.ndim == 2:
-        items = [(f"{name}.tif", labels)]
-    else:  # a stack: one COCO image per plane
-        planes = labels.reshape((-1,) + labels.shape[-2:])
-        items = [(f"{name}_{i:04d}.tif", plane) for i, plane in enumerate(planes)]
+    # A stack: one COCO image per plane, named as every other export names it (NAME_t, NAME_t_z), so that the
+    # masks and the boxes (write_shapes_coco) of one stack name the same images.
+    items = [(f"{plane_name(name, plane)}.tif", labels[plane] if plane else labels)
+             for plane in np.ndindex(*labels.shape[:-2])]
     return [str(write_coco(path, items))]
 
 
@@ -90,7 +89,7 @@ def write_shapes_coco(path: str, data, attributes: dict) -> list[str]:
     image_shape = tuple(int(np.ceil(v)) + 1 for v in extent[:ndim])
     converted = shapes_to_boxes(list(data), list(shape_types), image_shape)
     name = attributes.get("name", "image")
-    items = [(f"{name}{'_' + '_'.join(map(str, plane)) if plane else ''}.tif", image_shape[-2:], boxes)
+    items = [(f"{plane_name(name, plane)}.tif", image_shape[-2:], boxes)
              for plane, boxes in sorted(converted.boxes.items())]
     atomic_write_text(path, json.dumps(boxes_coco(items)))
     return [str(path)]
