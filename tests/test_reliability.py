@@ -170,6 +170,31 @@ def test_predictor_falls_back_to_tiles_when_out_of_memory(monkeypatch):
     assert calls[0] == (300, 300) and all(max(c) <= 200 for c in calls[1:])
 
 
+def test_large_images_are_segmented_in_tiles_without_asking(monkeypatch):
+    # A CPU has no out-of-memory error to fall back on (a 4,096² image whole needs ~9 GB): predict, evaluate
+    # and the panel all tile an image with a side over LARGE_SIDE, as only the panel did before.
+    from napari_cellboxify.model import build_model
+    from napari_cellboxify.predict import LARGE_SIDE, Predictor
+
+    predictor = Predictor(build_model(tiny_config()).eval(), "cpu", score_threshold=0.0)
+    real = predictor.model.forward
+    calls = []
+
+    def record(images, targets=None):
+        calls.append(tuple(images[0].shape[-2:]))
+        return real(images, targets)
+
+    monkeypatch.setattr(predictor.model, "forward", record)
+    assert predictor.segment(np.zeros((48, LARGE_SIDE + 52))).shape == (48, LARGE_SIDE + 52)
+    assert len(calls) == 3 and max(w for _, w in calls) <= LARGE_SIDE // 2
+    calls.clear()
+    predictor.segment(np.zeros((48, 500)))  # small: at once, as before
+    assert calls == [(48, 500)]
+    calls.clear()
+    predictor.segment(np.zeros((48, 500)), tile=256, overlap=32)  # or in the tiles asked for
+    assert len(calls) > 1 and max(w for _, w in calls) <= 256
+
+
 def test_training_out_of_memory_stops_with_a_message_and_keeps_the_checkpoint(tmp_path, monkeypatch):
     import torch
 

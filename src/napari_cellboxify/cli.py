@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", type=Path, help="weights file (default: the shipped weights)")
     p.add_argument("--format", default="tiff", help="comma-separated: tiff, coco, csv, boxes (default: tiff); boxes writes the "
                    "detected boxes with their scores as COCO (boxes.json: to review, or as pseudo-labels)")
-    p.add_argument("--tile", type=_positive_int, help="tile size for large images (px)")
+    p.add_argument("--tile", type=_positive_int, help="segment in tiles of this size (px); default: tiles of "
+                   "1024 for images with a side over 2048 px, else the whole image at once")
     p.add_argument("--overlap", type=_nonneg_int, default=128, help="tile overlap (px, default 128)")
     p.add_argument("--score-threshold", type=_score, default=0.5, help="minimum detection score (default 0.5)")
     p.add_argument("--pixel-size", type=_pixel_size, metavar="UM",
@@ -311,10 +312,7 @@ def cmd_predict(args) -> int:
             for index, plane in planes:
                 name = plane_name(path.stem, index)
                 file_name = f"{name}.tif" if index else path.name
-                if args.tile:
-                    pred = predictor.segment_tiled(plane, tile=args.tile, overlap=args.overlap)
-                else:
-                    pred = predictor.segment_image(plane)
+                pred = predictor.segment(plane, tile=args.tile, overlap=args.overlap)
                 labels = pred.labels()
                 stack.append(labels)
                 if "csv" in formats:

@@ -118,7 +118,7 @@ def evaluate(predictor: Predictor, coco: CocoFile, progress: Callable[[int, int]
         raise ValueError(f"{coco.path} has no annotated cells to evaluate against")
     detections = []
     for i, image in enumerate(coco.images):
-        pred = predictor.segment_image(read_image(image.path), score_threshold=score_threshold)
+        pred = predictor.segment(read_image(image.path), score_threshold=score_threshold)
         detections += prediction_to_coco(pred, image.id)
         if progress:
             progress(i + 1, len(coco.images))

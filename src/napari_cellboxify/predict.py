@@ -119,6 +119,20 @@ class Predictor:
         d = self.config.data
         return to_model_input(normalize_image(image, d.clahe, d.clahe_clip_limit)).to(self.device)
 
+    def segment(self, image: np.ndarray, tile: int | None = None, overlap: int = 128,
+                **kwargs) -> Prediction:
+        """Segment a whole 2-D image the way the panel, ``predict`` and ``evaluate`` all do: in tiles of ``tile``
+        px when given, else in tiles of LARGE_SIDE / 2 for an image with a side over LARGE_SIDE, else at once.
+
+        Without tiles a 4,096² image needs ~9 GB on a CPU (benchmarks/RESULTS.md, "Boxes on large images"), more
+        than many laptops have, and a CPU has no out-of-memory error to fall back on.
+        """
+        if tile is None and max(np.shape(image)[:2]) > LARGE_SIDE:
+            tile = LARGE_SIDE // 2
+        if tile:
+            return self.segment_tiled(image, tile=tile, overlap=overlap, **kwargs)
+        return self.segment_image(image, **kwargs)
+
     def segment_image(self, image: np.ndarray, score_threshold: float | None = None,
                       max_detections: int | None = None) -> Prediction:
         """Detect and segment every cell of a 2-D (or RGB) image; the best ``max_detections`` are kept.

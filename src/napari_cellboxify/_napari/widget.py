@@ -30,7 +30,7 @@ from ..data.images import MICROMETRES_PER
 from ..export import plane_name, write_coco, write_label_tiff, write_measurements_csv, write_training_project
 from ..geometry import labels_to_boxes
 from ..io_utils import check_folder
-from ..predict import LARGE_SIDE, Predictor
+from ..predict import Predictor
 from ..shapes import between_layers, boxes_to_rectangles, shapes_to_boxes
 from ..train_process import train_in_subprocess
 from ..weights import WeightsError, default_weights_path
@@ -445,10 +445,8 @@ class CellBoxifyWidget(QWidget):
         def work():
             for plane in planes:
                 pixels = np.asarray(data[plane] if plane else data)
-                if max(pixels.shape[:2]) > LARGE_SIDE:  # large images: tiles keep memory bounded
-                    pred = predictor.segment_tiled(pixels, tile=1024, overlap=128, score_threshold=threshold)
-                else:
-                    pred = predictor.segment_image(pixels, threshold, max_dets)
+                # large images in tiles, as predict does: memory follows the tile, not the image
+                pred = predictor.segment(pixels, score_threshold=threshold, max_detections=max_dets)
                 yield plane, pred
 
         worker = create_worker(work, _progress={"total": len(planes), "desc": "CellBoxify: segmenting"},
