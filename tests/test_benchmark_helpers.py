@@ -8,6 +8,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from bench_errors import image_errors, moved_toward_cells, rank_correlation  # noqa: E402
+from bench_paired import paired_summary  # noqa: E402
 from bench_partial_boxes import in_quarter, quarter_boxes  # noqa: E402
 
 
@@ -104,3 +105,13 @@ def test_zooms_by_image_names_each_image_by_its_cell_type():
     entries = [SimpleNamespace(file_name="images/A172_Phase_C7_1_00d00h00m_1.tif"),
                SimpleNamespace(file_name="SKOV3_Phase_H4_1_00d04h00m_3.tif")]
     assert zooms_by_image(entries, [1.25, 0.75]) == "A172 1.25, SKOV3 0.75"
+
+
+def test_paired_summary_counts_gains_and_bounds_the_mean_gain():
+    base = np.array([10.0, 20, 30, 40, 50])
+    s = paired_summary(base + [1, 2, 3, -1, 0], base)
+    assert (s["n"], s["wins"], s["losses"]) == (5, 3, 1) and s["mean"] == 1.0
+    assert -1 <= s["low"] < 1.0 < s["high"] <= 3  # resampled means stay within the differences' range
+    assert abs(s["p"] - 0.625) < 1e-9  # two-sided sign test, 3 of 4 (the tie dropped)
+    every = paired_summary(base + [1, 2, 1.5, 1, 2], base)
+    assert every["wins"] == 5 and every["low"] >= 1.0 and abs(every["p"] - 0.0625) < 1e-9
