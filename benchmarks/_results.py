@@ -67,6 +67,18 @@ def livecell_mini_missing(data: Path) -> bool:
     return True
 
 
+def livecell_mini_splits(data: Path, splits=("train", "val")) -> dict:
+    """``{split: (CocoFile, [image, ...])}`` for livecell-mini's splits, images read once for every setting."""
+    from napari_cellboxify.data.coco import load_coco
+    from napari_cellboxify.data.images import read_image
+
+    out = {}
+    for split in splits:
+        coco = load_coco(Path(data) / split / "annotations.json", Path(data) / split / "images")
+        out[split] = (coco, [read_image(entry.path) for entry in coco.images])
+    return out
+
+
 def segment_timed(predictor, images, zooms=None) -> tuple[list, list[float]]:
     """Segment each image (score >= 0.05): the predictions and the seconds ``segment_image`` alone took on each.
 

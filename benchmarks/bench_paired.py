@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import livecell_mini_args, livecell_mini_missing, segment_timed, shown, write_section  # noqa: E402
+from _results import (  # noqa: E402
+    livecell_mini_args, livecell_mini_missing, livecell_mini_splits, segment_timed, shown, write_section,
+)
 
 # name: (refine passes, TTA, zoom fitted to each image's boxes)
 SETTINGS = {
@@ -66,16 +68,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if livecell_mini_missing(args.data):
         return 0
-    from napari_cellboxify.data.coco import load_coco
-    from napari_cellboxify.data.images import read_image
     from napari_cellboxify.evaluate import coco_eval, evaluate_detections, prediction_to_coco
     from napari_cellboxify.predict import Predictor
     from napari_cellboxify.zoom_fit import fit_zoom
 
-    splits = {}
-    for split in ("train", "val"):
-        coco = load_coco(args.data / split / "annotations.json", args.data / split / "images")
-        splits[split] = (coco, [read_image(entry.path) for entry in coco.images])
+    splits = livecell_mini_splits(args.data)
     predictors = {passes: Predictor.from_weights(args.weights, device=args.device,
                                                  overrides=[f"model.refine_passes={passes}"])
                   for passes in sorted({SETTINGS[name][0] for name in args.settings})}

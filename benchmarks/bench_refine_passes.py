@@ -21,7 +21,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import (  # noqa: E402
-    livecell_mini_args, livecell_mini_missing, segment_timed, segm_ap_per_type, shown, write_section,
+    livecell_mini_args, livecell_mini_missing, livecell_mini_splits, segment_timed, segm_ap_per_type, shown,
+    write_section,
 )
 
 
@@ -33,15 +34,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if livecell_mini_missing(args.data):
         return 0
-    from napari_cellboxify.data.coco import load_coco
-    from napari_cellboxify.data.images import read_image
     from napari_cellboxify.evaluate import evaluate_detections, oracle_box_iou, prediction_to_coco
     from napari_cellboxify.predict import Predictor
 
-    splits = {}
-    for split in ("train", "val"):
-        coco = load_coco(args.data / split / "annotations.json", args.data / split / "images")
-        splits[split] = (coco, [read_image(entry.path) for entry in coco.images])
+    splits = livecell_mini_splits(args.data)
     rows = ["| split | passes | bbox AP | segm AP | segm AP50 | segm AP75 | segm AP per cell type | oracle-box IoU "
             "| s / image | × first |", "|---|---|---|---|---|---|---|---|---|---|"]
     for split, (coco, images) in splits.items():
