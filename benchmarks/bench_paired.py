@@ -34,7 +34,7 @@ SETTINGS = {
 }
 # (variant, baseline, what the variant adds)
 COMPARISONS = [
-    ("shipped", "one pass", "a second refinement pass (shipped)"),
+    ("shipped", "one pass", "two refinement passes (shipped)"),
     ("flips", "shipped", "TTA flips"),
     ("flips+scales", "shipped", "TTA flips+scales"),
     ("fitted zoom", "shipped", "zoom fitted to each image's boxes"),
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
             print(name, split, f"{split_ap[name][split]:.2f}", [f"{v:.1f}" for v in per_image[name][split]], flush=True)
         predictor.tta = "off"
 
-    rows = ["| setting (against) | split | images gaining | sign test p | mean per-image Δ segm AP [95 % interval] "
+    rows = ["| setting vs baseline | split | images gaining | sign test p | mean per-image Δ segm AP [95 % interval] "
             "| split segm AP Δ |", "|---|---|---|---|---|---|"]
     for variant, baseline, label in COMPARISONS:
         if variant not in per_image or baseline not in per_image:
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
             whole = ("" if split == "both" else
                      f"{split_ap[variant][split] - split_ap[baseline][split]:+.2f} "
                      f"({split_ap[baseline][split]:.2f} → {split_ap[variant][split]:.2f})")
-            rows.append(f"| {label} ({baseline}) | {split} | {s['wins']} of {s['n']} ({s['losses']} lose) "
+            rows.append(f"| {label} vs {baseline} | {split} | {s['wins']} of {s['n']} ({s['losses']} lose) "
                         f"| {s['p']:.3f} | {s['mean']:+.2f} [{s['low']:+.2f}, {s['high']:+.2f}] | {whole} |")
     images = ["| image | split | " + " | ".join(args.settings) + " |", "|---|---|" + "---|" * len(args.settings)]
     for split, (coco, _) in splits.items():
