@@ -153,6 +153,38 @@ def test_pixel_size_is_read_from_microscopy_tiffs_and_written_with_the_masks(tmp
     assert np.array_equal(tifffile.imread(tmp_path / "labels.tif"), labels)
 
 
+def test_coco_eval_scores_crowded_images_at_2000_detections_and_masks_by_their_own_area():
+    # LIVECell's images hold hundreds of cells: its evaluation reads AP at 2,000 detections per image.
+    # pycocotools' summarize() reads its headline AP at 100 whenever 100 is among maxDets: the ground truth
+    # itself scored AP 4.95 on a 2,127-cell image. And a segm detection's size range must come from its mask, not
+    # from its box.
+    from pycocotools import mask as mask_utils
+    from pycocotools.coco import COCO
+
+    labels = np.zeros((160, 160), np.int32)
+    for k in range(300):  # 300 cells of 6 x 6 px (area 36: "small", < 324)
+        r, c = divmod(k, 20)
+        labels[r * 8 + 1:r * 8 + 7, c * 8 + 1:c * 8 + 7] = k + 1
+    anns, dets = [], []
+    for k in range(1, 301):
+        rle = mask_utils.encode(np.asfortranarray((labels == k).astype(np.uint8)))
+        rle["counts"] = rle["counts"].decode("ascii")
+        box = [float(v) for v in mask_utils.toBbox(rle)]
+        anns.append({"id": k, "image_id": 1, "category_id": 1, "segmentation": rle, "area": 36.0, "bbox": box,
+                     "iscrowd": 0})
+        # the exact mask, with a box far larger than it (as a loose detector box would be)
+        dets.append({"image_id": 1, "category_id": 1, "segmentation": rle, "score": 1.0 - k / 1000,
+                     "bbox": [box[0] - 20, box[1] - 20, box[2] + 40, box[3] + 40]})
+    gt = COCO()
+    gt.dataset = {"images": [{"id": 1, "height": 160, "width": 160}], "annotations": anns,
+                  "categories": [{"id": 1, "name": "cell"}]}
+    gt.createIndex()
+    segm = coco_eval(gt, dets, "segm")
+    assert segm["AP"] == pytest.approx(100.0) and segm["APs"] == pytest.approx(100.0)
+    half = coco_eval(gt, dets[:150], "segm", sizes=False)  # half the cells found: AP ~ 50, not 100 / 300
+    assert 45 < half["AP"] < 55 and half["AP"] == pytest.approx(half["AP50"])
+
+
 def test_labels_need_uint32_past_65535():
     polys = np.zeros((1, 4, 2), np.float32)
     labels = polygons_to_labels(polys, (4, 4), ids=np.array([70000]))

@@ -34,13 +34,21 @@ def coco_eval(gt, detections: list[dict], iou_type: str, image_ids: list[int] | 
               sizes: bool = True) -> dict[str, float]:
     """Run COCOeval with LIVECell's parameters; returns AP, AP50, AP75, APs, APm, APl (0-100) at maxDets 2000.
 
-    ``sizes=False`` skips the three size ranges (APs, APm, APl come back 0): AP, AP50 and AP75 are the same and
-    pycocotools' per-image matching, a Python loop, runs once instead of four times.
+    Every figure is read from COCOeval's precision table at the last ``maxDets`` (2,000), as LIVECell's own
+    evaluation does. pycocotools' ``summarize()`` is not used: it computes its headline AP at 100 detections
+    per image whenever 100 is among ``maxDets``, which caps recall on LIVECell's crowded images (until session 22
+    every "AP" of this project was that figure; AP50/AP75 were already at 2,000). For ``segm`` the detections'
+    boxes are dropped so that pycocotools takes each detection's area from its mask, as LIVECell's evaluation
+    does (with a box it would use the box's area for the size ranges). ``sizes=False`` skips the three size
+    ranges (APs, APm, APl come back 0): AP, AP50 and AP75 are the same and pycocotools' per-image matching, a
+    Python loop, runs once instead of four times.
     """
     from pycocotools.cocoeval import COCOeval
 
     if not detections:
         return {name: 0.0 for name in STAT_NAMES}
+    if iou_type == "segm":
+        detections = [{k: v for k, v in d.items() if k != "bbox"} for d in detections]
     with contextlib.redirect_stdout(io.StringIO()):
         dt = gt.loadRes(detections)
         ev = COCOeval(gt, dt, iou_type)
@@ -52,8 +60,19 @@ def coco_eval(gt, detections: list[dict], iou_type: str, image_ids: list[int] | 
             ev.params.imgIds = image_ids
         ev.evaluate()
         ev.accumulate()
-        ev.summarize()  # uses maxDets[-1] (2000) for every AP line
-    return {name: float(max(ev.stats[i], 0.0) * 100) for i, name in enumerate(STAT_NAMES)}
+    precision = ev.eval["precision"]  # (IoU thresholds, recall levels, categories, area ranges, maxDets)
+
+    def average(iou: float | None = None, area: str = "all") -> float:
+        if area not in areas:
+            return 0.0
+        table = precision[:, :, :, list(areas).index(area), len(MAX_DETS) - 1]
+        if iou is not None:
+            table = table[np.isclose(ev.params.iouThrs, iou)]
+        valid = table[table > -1]  # -1: no ground truth in that range
+        return float(valid.mean() * 100) if valid.size else 0.0
+
+    return {"AP": average(), "AP50": average(0.5), "AP75": average(0.75),
+            "APs": average(area="small"), "APm": average(area="medium"), "APl": average(area="large")}
 
 
 def prediction_to_coco(pred: Prediction, image_id: int) -> list[dict]:
