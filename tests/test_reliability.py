@@ -148,7 +148,9 @@ def test_predict_writes_nothing_outside_its_output_folder(tmp_path):
     assert new and all(p == out or p.is_relative_to(out) for p in new)
 
 
-def test_predictor_falls_back_to_tiles_when_out_of_memory(monkeypatch):
+def _watched_predictor(monkeypatch, out_of_memory_above: int | None = None):
+    """A tiny untrained Predictor and the (H, W) of every input its network is given; inputs wider than
+    ``out_of_memory_above`` px raise the out-of-memory error a small GPU would."""
     import torch
 
     from napari_cellboxify.model import build_model
@@ -158,13 +160,18 @@ def test_predictor_falls_back_to_tiles_when_out_of_memory(monkeypatch):
     real = predictor.model.forward
     calls = []
 
-    def oom_on_big(images, targets=None):
+    def watched(images, targets=None):
         calls.append(tuple(images[0].shape[-2:]))
-        if images[0].shape[-1] > 200:
+        if out_of_memory_above is not None and images[0].shape[-1] > out_of_memory_above:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(images, targets)
 
-    monkeypatch.setattr(predictor.model, "forward", oom_on_big)
+    monkeypatch.setattr(predictor.model, "forward", watched)
+    return predictor, calls
+
+
+def test_predictor_falls_back_to_tiles_when_out_of_memory(monkeypatch):
+    predictor, calls = _watched_predictor(monkeypatch, out_of_memory_above=200)
     pred = predictor.segment_image(np.random.default_rng(0).random((300, 300)))
     assert pred.shape == (300, 300)
     assert calls[0] == (300, 300) and all(max(c) <= 200 for c in calls[1:])
@@ -173,18 +180,9 @@ def test_predictor_falls_back_to_tiles_when_out_of_memory(monkeypatch):
 def test_large_images_are_segmented_in_tiles_without_asking(monkeypatch):
     # A CPU has no out-of-memory error to fall back on (a 4,096² image whole needs ~9 GB): predict, evaluate
     # and the panel all tile an image with a side over LARGE_SIDE, as only the panel did before.
-    from napari_cellboxify.model import build_model
-    from napari_cellboxify.predict import LARGE_SIDE, Predictor
+    from napari_cellboxify.predict import LARGE_SIDE
 
-    predictor = Predictor(build_model(tiny_config()).eval(), "cpu", score_threshold=0.0)
-    real = predictor.model.forward
-    calls = []
-
-    def record(images, targets=None):
-        calls.append(tuple(images[0].shape[-2:]))
-        return real(images, targets)
-
-    monkeypatch.setattr(predictor.model, "forward", record)
+    predictor, calls = _watched_predictor(monkeypatch)
     assert predictor.segment(np.zeros((48, LARGE_SIDE + 52))).shape == (48, LARGE_SIDE + 52)
     assert len(calls) == 3 and max(w for _, w in calls) <= LARGE_SIDE // 2
     calls.clear()
