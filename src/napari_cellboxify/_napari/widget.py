@@ -345,14 +345,17 @@ class CellBoxifyWidget(QWidget):
             return list(data)
         return between_layers(data, source.scale, source.translate, target.scale, target.translate)
 
+    def axes_lacking(self, image: Image, layer: Shapes) -> int:
+        """How many of the image's leading (stack) axes a Shapes layer lacks: > 0 for a 2-D layer over a stack,
+        which napari shows on every slice, so its boxes are taken as the shown slice's (layers align by their
+        trailing axes, so the lacking ones are the first)."""
+        return len(self.spatial_shape(image)) - layer.ndim
+
     def read_boxes(self, image: Image, layer: Shapes):
         data = self.in_frame(list(layer.data), layer, image)
         notices = []
-        missing = len(self.spatial_shape(image)) - layer.ndim
-        if missing > 0 and data:
-            # napari shows a 2-D Shapes layer over a stack on every slice: its boxes are taken as drawn on the
-            # slice the user is looking at (its leading indices are the ones the layer lacks; layers align by
-            # their trailing axes), not skipped.
+        missing = self.axes_lacking(image, layer)
+        if missing > 0 and data:  # taken as drawn on the slice the user is looking at, not skipped
             plane = np.asarray(self.current_plane(image)[:missing], dtype=float)
             data = [np.hstack([np.tile(plane, (len(v), 1)), np.asarray(v, dtype=float)]) for v in data]
             notices.append(f"the boxes of '{layer.name}' (a {layer.ndim}-D layer over a stack) are taken as boxes "
@@ -601,7 +604,7 @@ class CellBoxifyWidget(QWidget):
         old_ids = (features["cell_id"].to_numpy() if "cell_id" in features and len(features) == len(layer.data)
                    else np.zeros(len(layer.data)))
         in_pixels = self.in_frame(list(layer.data), layer, image)
-        missing = len(plane) + 2 - layer.ndim  # > 0: a 2-D layer over a stack, its boxes are the shown slice's
+        missing = self.axes_lacking(image, layer)  # > 0: its boxes are the shown slice's, all replaced
         keep = [] if missing > 0 else [
             i for i, d in enumerate(in_pixels) if tuple(np.round(np.asarray(d)[0, :-2]).astype(int)) != plane]
         rects = self.in_frame(boxes_to_rectangles(boxes, plane[max(missing, 0):]), labels_layer, layer)
