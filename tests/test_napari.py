@@ -19,6 +19,23 @@ from napari_cellboxify.shapes import boxes_to_rectangles  # noqa: E402
 from conftest import tiny_config, write_synthetic_coco  # noqa: E402
 
 
+def _tiny():
+    config = tiny_config()
+    config.model.box_score_thresh = 0.0
+    return config
+
+
+def _load_tiny_weights(w, tmp_path):
+    """Give the panel a tiny model from a weights file (fine-tuning adapts loaded weights)."""
+    from napari_cellboxify.checkpoint import save_weights
+    from napari_cellboxify.model import build_model
+
+    config = _tiny()
+    path = tmp_path / "tiny.pt"
+    save_weights(path, build_model(config, load_pretrained=False), config)
+    w.load_weights(path)
+
+
 @pytest.fixture
 def widget(make_napari_viewer, tmp_path, monkeypatch):
     # The panel starts without a model (the shipped default weights are tested in test_weights.py): these tests
@@ -28,9 +45,6 @@ def widget(make_napari_viewer, tmp_path, monkeypatch):
     monkeypatch.setattr(weights, "weights_dirs", lambda: [tmp_path / "no-weights"])
     viewer = make_napari_viewer()
     w = CellBoxifyWidget(viewer)
-    config = tiny_config()
-    config.model.box_score_thresh = 0.0
-    w.base_config = config
     w.project_edit.setText(str(tmp_path / "project"))
     w.export_edit.setText(str(tmp_path / "export"))
     viewer.window.add_dock_widget(w)
@@ -54,15 +68,19 @@ def test_full_flow_draw_finetune_segment_correct_export(widget, qtbot, tmp_path)
     viewer.add_image(syn.image, name="cells")
     boxes = w.new_boxes_layer()
     boxes.add_rectangles(boxes_to_rectangles(syn.boxes_xyxy))
-    w.steps_spin.setValue(3)
-    w.zoom_spin.setValue(1.25)  # trains at this zoom; the weights keep it
+    _load_tiny_weights(w, tmp_path)
+    w.minutes_spin.setValue(0.1)
+    w.zoom_spin.setValue(1.25)  # the zoom search starts here
 
     w.fine_tune()
     _wait_training(qtbot, w)
-    assert w.predictor is not None and w.weights_path.name == "model.pt"
-    assert w.predictor.config.model.image_scale == 1.25 and w.zoom_spin.value() == 1.25
+    assert w.predictor is not None and w.weights_path == tmp_path / "project" / "run" / "model.pt"
+    report = json.loads((tmp_path / "project" / "run" / "report.json").read_text())
+    assert w.zoom_spin.value() == pytest.approx(report["fitted_zoom"] if report["kept"] != "start" else 1.25)
     assert (tmp_path / "project" / "annotations.json").exists()
-    assert len(w.loss_plot.values) == 3
+    assert len(w.loss_plot.values) == report["steps"] > 0
+    # the before/after on the kept-aside boxes, in words
+    assert w.loss_label.text().startswith(f"on {report['check_boxes']} of your boxes kept aside, detection AP")
 
     _segment_my_boxes(w, qtbot)
     masks = viewer.layers[MASKS_LAYER]
@@ -85,14 +103,15 @@ def test_full_flow_draw_finetune_segment_correct_export(widget, qtbot, tmp_path)
     assert (export / "cells_cells.csv").read_text().startswith("label,area")
 
 
-def test_fine_tuning_a_partly_boxed_image_says_where_it_trains(widget, qtbot):
+def test_fine_tuning_a_partly_boxed_image_says_where_it_trains(widget, qtbot, tmp_path):
     viewer, w = widget
     syn = synthetic_cells((192, 192), 14, seed=6)
     viewer.add_image(syn.image, name="cells")
     corner = syn.boxes_xyxy[(syn.boxes_xyxy[:, 2] < 90) & (syn.boxes_xyxy[:, 3] < 90)]
     assert len(corner)
     w.new_boxes_layer().add_rectangles(boxes_to_rectangles(corner))
-    w.steps_spin.setValue(1)
+    _load_tiny_weights(w, tmp_path)
+    w.minutes_spin.setValue(0.1)
     w.fine_tune()
     assert "inside the rectangle around your boxes" in w.loss_label.text()
     _wait_training(qtbot, w)
@@ -129,27 +148,29 @@ def test_fit_zoom_to_my_boxes_sets_the_zoom_from_them(widget, qtbot, livecell_di
     assert w.zoom_spin.value() < 1.5 and len(shown) == 1  # and no new error
 
 
-def _training_underway(widget, qtbot, steps: int, seen: int) -> None:
-    """Box a synthetic image, start a fine-tune of ``steps`` steps and wait until ``seen`` have been shown."""
+def _training_underway(widget, qtbot, tmp_path, seen: int) -> None:
+    """Box a synthetic image, start a long fine-tune and wait until ``seen`` steps have been shown."""
     viewer, w = widget
     syn = synthetic_cells((128, 128), 8, seed=4)
     viewer.add_image(syn.image, name="cells")
     w.new_boxes_layer().add_rectangles(boxes_to_rectangles(syn.boxes_xyxy))
-    w.steps_spin.setValue(steps)
+    _load_tiny_weights(w, tmp_path)
+    w.minutes_spin.setValue(30)
     w.fine_tune()
     qtbot.waitUntil(lambda: len(w.loss_plot.values) >= seen, timeout=120_000)
 
 
-def test_cancel_during_training_keeps_the_last_checkpoint(widget, qtbot, tmp_path):
+def test_cancel_during_fine_tuning_still_checks_and_writes_the_result(widget, qtbot, tmp_path):
     viewer, w = widget
-    _training_underway(widget, qtbot, steps=500, seen=2)
+    _training_underway(widget, qtbot, tmp_path, seen=2)
     w.cancel_training()
     _wait_training(qtbot, w)
     from napari_cellboxify.checkpoint import read_checkpoint
 
-    step = read_checkpoint(tmp_path / "project" / "run" / "last.pt")["step"]
-    assert 2 <= step < 500
-    assert w.predictor is not None
+    step = read_checkpoint(tmp_path / "project" / "run" / "train" / "last.pt")["step"]
+    report = json.loads((tmp_path / "project" / "run" / "report.json").read_text())
+    assert report["cancelled"] and 2 <= report["steps"] == step < 1000 and report["wall_seconds"] < 600
+    assert w.weights_path == tmp_path / "project" / "run" / "model.pt"
 
 
 def test_quitting_napari_during_training_stops_it_and_keeps_its_steps(widget, qtbot, tmp_path):
@@ -163,11 +184,11 @@ def test_quitting_napari_during_training_stops_it_and_keeps_its_steps(widget, qt
     from napari_cellboxify.checkpoint import read_checkpoint
 
     viewer, w = widget
-    _training_underway(widget, qtbot, steps=1000, seen=3)
+    _training_underway(widget, qtbot, tmp_path, seen=3)
     w.train_worker.quit()
     assert QThreadPool.globalInstance().waitForDone(120_000)
     assert not mp.active_children()
-    assert 3 <= read_checkpoint(tmp_path / "project" / "run" / "last.pt")["step"] < 100
+    assert 3 <= read_checkpoint(tmp_path / "project" / "run" / "train" / "last.pt")["step"] < 1000
     assert (tmp_path / "project" / "run" / "model.pt").exists()
 
 
@@ -179,14 +200,14 @@ def test_closing_the_viewer_during_training_stops_it_and_keeps_its_steps(widget,
     from napari_cellboxify.checkpoint import read_checkpoint
 
     viewer, w = widget
-    _training_underway(widget, qtbot, steps=1000, seen=3)
+    _training_underway(widget, qtbot, tmp_path, seen=3)
     viewer.close()
     qtbot.waitUntil(lambda: not mp.active_children(), timeout=60_000)
-    assert 3 <= read_checkpoint(tmp_path / "project" / "run" / "last.pt")["step"] < 100
+    assert 3 <= read_checkpoint(tmp_path / "project" / "run" / "train" / "last.pt")["step"] < 1000
     assert (tmp_path / "project" / "run" / "model.pt").exists()
 
 
-def test_viewer_stays_responsive_while_training(widget, qtbot):
+def test_viewer_stays_responsive_while_training(widget, qtbot, tmp_path):
     """Timer jitter of the Qt event loop while a fine-tune runs in the worker."""
     import time
 
@@ -196,7 +217,8 @@ def test_viewer_stays_responsive_while_training(widget, qtbot):
     syn = synthetic_cells((128, 128), 8, seed=5)
     viewer.add_image(syn.image, name="cells")
     w.new_boxes_layer().add_rectangles(boxes_to_rectangles(syn.boxes_xyxy))
-    w.steps_spin.setValue(6)
+    _load_tiny_weights(w, tmp_path)
+    w.minutes_spin.setValue(0.1)
     ticks = []
     timer = QTimer()
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
@@ -218,8 +240,10 @@ def test_errors_become_notifications_not_tracebacks(widget, monkeypatch):
     viewer.add_image(np.zeros((64, 64), np.uint8), name="blank")
     w.new_boxes_layer()
     w.fine_tune()  # no boxes
-    assert len(shown) == 3
-    assert "no model loaded" in shown[0] and "draw some boxes" in shown[2]
+    w.boxes_layer().add_rectangles(boxes_to_rectangles(np.array([[4, 4, 20, 20]], np.float32)))
+    w.fine_tune()  # no weights
+    assert len(shown) == 4
+    assert "no model loaded" in shown[0] and "draw some boxes" in shown[2] and "no weights loaded" in shown[3]
 
 
 @pytest.mark.parametrize("kind", ["uint16", "rgb", "stack"])
@@ -231,7 +255,7 @@ def test_segment_image_on_16bit_rgb_and_stacks(widget, qtbot, kind):
     syn = synthetic_cells((96, 96), 5, seed=6, bit_depth=16 if kind == "uint16" else 8)
     data = {"uint16": syn.image, "rgb": np.stack([syn.image] * 3, -1), "stack": np.stack([syn.image] * 3)}[kind]
     layer = viewer.add_image(data, name="img", rgb=kind == "rgb")
-    w.predictor = Predictor(build_model(w.base_config).eval(), "cpu")
+    w.predictor = Predictor(build_model(_tiny()).eval(), "cpu")
     w.score_spin.setValue(0.0)
     w.max_dets_spin.setValue(20)
     if kind == "stack":
@@ -285,7 +309,7 @@ def test_bad_shapes_are_handled_with_notices(widget, qtbot, monkeypatch):
     infos = []
     monkeypatch.setattr("napari_cellboxify._napari.widget.show_info", lambda msg: infos.append(msg))
     viewer.add_image(np.zeros((64, 64), np.uint8), name="img")
-    w.predictor = Predictor(build_model(w.base_config).eval(), "cpu")
+    w.predictor = Predictor(build_model(_tiny()).eval(), "cpu")
     layer = w.new_boxes_layer()
     layer.add_ellipses(np.array([[10, 10], [20, 30]]))
     layer.add_rectangles(np.array([[50, 50], [90, 90]]))  # partly outside
@@ -339,7 +363,7 @@ def _untrained(w):
     from napari_cellboxify.model import build_model
     from napari_cellboxify.predict import Predictor
 
-    w.predictor = Predictor(build_model(w.base_config).eval(), "cpu")
+    w.predictor = Predictor(build_model(_tiny()).eval(), "cpu")
 
 
 def test_multiscale_image_is_segmented_at_full_resolution(widget, qtbot):

@@ -1,4 +1,5 @@
-"""``cellboxify``: train / evaluate / predict / export / fit-zoom on the command line (a thin skin over the core).
+"""``cellboxify``: train / fine-tune / evaluate / predict / export / fit-zoom on the command line (a thin skin
+over the core).
 
 Bad arguments get one line and exit code 2; unusable inputs (files, weights, images) get one line and exit
 code 1. No traceback reaches the user unless CELLBOXIFY_DEBUG=1.
@@ -18,6 +19,7 @@ from .io_utils import check_folder
 
 EXIT_USAGE = 2
 EXIT_INPUT = 1
+MIN_MINUTES = 0.1  # a fine-tune's smallest budget: a few seconds of training, enough for a tiny model's test
 
 
 class _Parser(argparse.ArgumentParser):
@@ -68,7 +70,7 @@ def _pixel_size(text: str) -> tuple[float, float]:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cellboxify", description="Instance masks of cells from a model trained on boxes.")
     parser.add_argument("--version", action="version", version=_version())
-    sub = parser.add_subparsers(dest="verb", metavar="{train,evaluate,predict,export,fit-zoom}",
+    sub = parser.add_subparsers(dest="verb", metavar="{train,fine-tune,evaluate,predict,export,fit-zoom}",
                                 parser_class=_Parser)
 
     t = sub.add_parser("train", help="train or fine-tune on a COCO file (box-only by default)",
@@ -135,7 +137,36 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="inference settings, e.g. --set model.image_scale=0.5 to search around 0.5 (repeatable)")
     z.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+
+    f = sub.add_parser("fine-tune", help="adapt the weights to your cells from boxes you drew, within a time budget",
+                       description="Fine-tune on your boxes: a fifth of them (a strip at the far end of each boxed "
+                       "area) is kept aside to check the result, the zoom is fitted to your boxes, the detector "
+                       "trains for the time given, and the weights that detect your kept-aside boxes best are "
+                       "written to RUN/model.pt: the fine-tuned ones only when they beat the weights you started "
+                       "from. RUN/report.json says what was measured and chosen. Box every cell inside the "
+                       "rectangle around your boxes. Refuses a RUN that already holds a model.pt unless "
+                       "--overwrite.")
+    f.add_argument("--data", required=True, type=Path, help="COCO file with your boxes (bbox only is enough)")
+    f.add_argument("--images", required=True, type=Path, help="folder the COCO file_names are relative to")
+    f.add_argument("--out", required=True, type=Path, metavar="RUN", help="folder for model.pt and report.json")
+    f.add_argument("--weights", type=Path, help="weights to start from (default: the shipped weights)")
+    f.add_argument("--minutes", type=_minutes, default=5.0,
+                   help="time budget of the whole command, checks included (default 5)")
+    f.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    f.add_argument("--force", action="store_true",
+                   help="write the fine-tuned weights even when the kept-aside boxes say they are worse")
+    f.add_argument("--overwrite", action="store_true", help="replace the model.pt and report.json of an earlier run")
     return parser
+
+
+def _minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not MIN_MINUTES <= value <= 24 * 60:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected minutes between {MIN_MINUTES:g} and 1440, got {text!r}")
+    return value
 
 
 def _add_inference_overrides(verb: argparse.ArgumentParser) -> None:
@@ -168,10 +199,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         # train / evaluate / predict write into the folder --out; checked before any model is loaded
-        if args.verb in ("train", "evaluate", "predict"):
+        if args.verb in ("train", "evaluate", "predict", "fine-tune"):
             check_folder(args.out, "--out")
         return {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export,
-                "fit-zoom": cmd_fit_zoom}[
+                "fit-zoom": cmd_fit_zoom, "fine-tune": cmd_fine_tune}[
             args.verb
         ](args)
     except KeyboardInterrupt:
@@ -385,6 +416,21 @@ def cmd_fit_zoom(args) -> int:
     print(f"use --set model.image_scale={fit.zoom:g}")
     return 0
 
+
+def cmd_fine_tune(args) -> int:
+    from .finetune import boxed_images, fine_tune
+
+    if (args.out / "model.pt").exists() and not args.overwrite:
+        raise ValueError(f"{args.out} already holds a fine-tuned model.pt: choose another --out or pass --overwrite")
+
+    def say(line: str) -> None:
+        print(f"cellboxify fine-tune: {line}", file=sys.stderr)
+
+    items = boxed_images(args.data, args.images, warn=say)
+    report = fine_tune(items, args.out, weights=args.weights, minutes=args.minutes, device=args.device,
+                       force=args.force, log=say)
+    print(f"{report.summary()}; weights: {args.out / 'model.pt'}")
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

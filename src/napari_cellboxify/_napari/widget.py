@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..checkpoint import load_model
-from ..config import TTA_MODES, CellBoxifyConfig, apply_panel_training, fine_tune_config, small_cpu_config
+from ..config import TTA_MODES
 from ..data.annotated_area import area_fraction
 from ..data.images import MICROMETRES_PER
 from ..export import plane_name, write_coco, write_label_tiff, write_measurements_csv, write_training_project
@@ -32,7 +32,7 @@ from ..geometry import labels_to_boxes
 from ..io_utils import check_folder
 from ..predict import Predictor
 from ..shapes import between_layers, boxes_to_rectangles, shapes_to_boxes
-from ..train_process import train_in_subprocess
+from ..train_process import fine_tune_in_subprocess
 from ..weights import WeightsError, default_weights_path
 from ..zoom_fit import fit_zoom
 from .io import BOX_STYLE
@@ -95,7 +95,6 @@ class CellBoxifyWidget(QWidget):
         self.viewer = napari_viewer
         self.predictor = None
         self.weights_path: Path | None = None
-        self.base_config: CellBoxifyConfig | None = None  # used to fine-tune when no weights are loaded
         self.cancel_event: threading.Event | None = None
         self.train_worker = None
         self.busy_worker = None
@@ -174,16 +173,19 @@ class CellBoxifyWidget(QWidget):
         tune = QGroupBox("Fine-tune on my boxes")
         tune_form = QFormLayout(tune)
         self.project_edit, prow = self._folder_row("cellboxify-project")
-        self.steps_spin = QSpinBox()
-        self.steps_spin.setRange(1, 100000)
-        self.steps_spin.setValue(200)
+        self.minutes_spin = QDoubleSpinBox()
+        self.minutes_spin.setRange(0.1, 1440.0)
+        self.minutes_spin.setDecimals(1)
+        self.minutes_spin.setValue(5.0)
+        self.minutes_spin.setSuffix(" min")
+        self.minutes_spin.setToolTip("Time for the whole fine-tune, checks included (a GPU trains more in it)")
         self.train_button = QPushButton("Fine-tune")
-        # Measured in benchmarks/bench_partial_boxes.py and bench_few_boxes.py (RESULTS.md).
-        self.train_button.setToolTip("Train the detector (RPN and box head) on your boxes, in the background, at "
-                                     "the Zoom above; the trunk and the mask branch stay as loaded, so a few dozen "
-                                     "boxes cannot unlearn them. Fit the zoom first: on LIVECell it gained more "
-                                     "than fine-tuning on a quarter of an image's cells; compare Segment image "
-                                     "before and after.")
+        # Measured in benchmarks/bench_adapt.py (RESULTS.md, "Fine-tuning on a few boxes").
+        self.train_button.setToolTip("Adapt the loaded weights to your cells from your boxes, in the background: "
+                                     "a fifth of the boxes is kept aside to check, the zoom is fitted to them, "
+                                     "the detector trains for the minutes given, and the new weights are used "
+                                     "only if they find your kept-aside cells better. Box every cell inside the "
+                                     "rectangle around your boxes.")
         self.train_button.clicked.connect(self.fine_tune)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -191,7 +193,7 @@ class CellBoxifyWidget(QWidget):
         self.loss_label = QLabel("")
         self.loss_plot = LossPlot()
         tune_form.addRow("Project folder", prow)
-        tune_form.addRow("Steps", self.steps_spin)
+        tune_form.addRow("Time", self.minutes_spin)
         brow = QHBoxLayout()
         brow.addWidget(self.train_button)
         brow.addWidget(self.cancel_button)
@@ -510,45 +512,44 @@ class CellBoxifyWidget(QWidget):
         if n_boxes == 0:
             raise RuntimeError("draw some boxes around cells first: fine-tuning learns from them")
         project = check_folder(self.project_edit.text(), "the project folder")
+        if self.predictor is None or self.weights_path is None:
+            raise RuntimeError("no weights loaded: fine-tuning adapts loaded weights to your cells; load weights first")
         items = [(plane_name(image.name, plane), self.plane_image(image, plane), boxes)
                  for plane, boxes in sorted(converted.boxes.items())]
-
-        config = self._fine_tune_config(items)
-        init = self.weights_path
+        settings = dict(weights=self.weights_path, minutes=self.minutes_spin.value(), zoom=self.zoom_spin.value())
         self.cancel_event = threading.Event()
-        cancel, steps = self.cancel_event, config.train.steps
+        cancel = self.cancel_event
         run_dir = project / "run"
         training = []  # the child's generator, for stop_on_quit
 
         def work():
             # Off the event loop: writing the project and loading the result happen in this worker thread, the
-            # training itself in a child process (see train_process: a thread would share the GIL with Qt).
+            # fine-tune itself in a child process (see train_process: a thread would share the GIL with Qt).
             ann_path, images_dir = write_training_project(project, items)
-            training.append(train_in_subprocess(config, ann_path, images_dir, run_dir, init, cancel))
-            result = yield from training[0]
-            model = load_model(result.weights, "cpu")[0] if result.weights and Path(result.weights).exists() else None
-            return result, model
+            training.append(fine_tune_in_subprocess(ann_path, images_dir, run_dir, cancel, **settings))
+            report = yield from training[0]
+            return report, load_model(run_dir / "model.pt", "cpu")[0], run_dir / "model.pt"
 
         self.loss_plot.clear()
         where = ""
-        if config.data.annotated_area == "boxes":
-            share = area_fraction([(boxes, im.shape[:2]) for _, im, boxes in items])
-            if share < 0.995:  # say so: an unboxed cell inside that rectangle is still taught as background
-                where = f" inside the rectangle around your boxes ({100 * share:.0f}% of the image; box every cell in it)"
-        self.loss_label.setText(f"writing {n_boxes} boxes to {project}; training {steps} steps{where}…")
-        worker = create_worker(work, _progress={"total": steps, "desc": "CellBoxify: fine-tuning"},
+        share = area_fraction([(boxes, im.shape[:2]) for _, im, boxes in items])
+        if share < 0.995:  # say so: an unboxed cell inside that rectangle is still taught as background
+            where = f" inside the rectangle around your boxes ({100 * share:.0f}% of the image; box every cell in it)"
+        self.loss_label.setText(f"writing {n_boxes} boxes to {project}; fine-tuning for "
+                                f"{settings['minutes']:g} min{where}…")
+        worker = create_worker(work, _progress={"desc": "CellBoxify: fine-tuning"},
                                _ignore_errors=True)  # its errored handler below is the notification
         worker.yielded.connect(self._on_step)
         worker.returned.connect(self._on_trained)
-        worker.errored.connect(lambda exc: show_error(f"CellBoxify: training failed: {exc}"))
+        worker.errored.connect(lambda exc: show_error(f"CellBoxify: fine-tuning failed: {exc}"))
         worker.finished.connect(self._on_train_finished)
 
         def stop_on_quit():
             # Quitting napari asks every worker to quit (closing one viewer asks the workers it lists as its
             # tasks), and a quit worker drops its generator without closing it: the training child would then be
-            # killed at exit (or run on with no window), losing the steps since its last checkpoint.
+            # killed at exit (or run on with no window), losing what it trained.
             # Closing the generator here, in the worker's thread that napari waits for, stops the child after its
-            # current step and lets it save, as Cancel does.
+            # current step and lets it measure and save, as Cancel does.
             if training:
                 training[0].close()
 
@@ -558,26 +559,15 @@ class CellBoxifyWidget(QWidget):
         self.cancel_button.setEnabled(True)
         worker.start()
 
-    def _fine_tune_config(self, items) -> CellBoxifyConfig:
-        if self.predictor is not None:
-            config = fine_tune_config(self.predictor.config)  # as `cellboxify train --init` does
-        else:
-            config = CellBoxifyConfig.from_dict((self.base_config or small_cpu_config()).to_dict())
-        config.model.image_scale = self.zoom_spin.value()
-        apply_panel_training(config, self.steps_spin.value(), min(min(im.shape[:2]) for _, im, _ in items),
-                             fine_tuning=self.predictor is not None)
-        return config
-
     def _on_step(self, info) -> None:
         self.loss_plot.add(info.loss)
-        self.loss_label.setText(f"step {info.step}/{info.total_steps}  loss {info.loss:.3f}")
+        self.loss_label.setText(f"step {info.step}  loss {info.loss:.3f}")
 
     def _on_trained(self, returned) -> None:
-        result, model = returned
-        if model is not None:
-            self.use_model(model, Path(result.weights))
-            state = "cancelled" if result.cancelled else "finished"
-            show_info(f"CellBoxify: training {state} at step {result.steps_done}; loaded {result.weights}")
+        report, model, path = returned
+        self.use_model(model, path)
+        self.loss_label.setText(report.summary())
+        show_info(f"CellBoxify: {report.summary()}")
 
     def _on_train_finished(self) -> None:
         self.train_worker = None

@@ -1,0 +1,236 @@
+"""Fine-tuning on a few boxes: does ``cellboxify fine-tune`` make the model better on the user's own cells?
+
+For each domain the user's N boxes are all cells in a growing region of one image (the N boxes nearest its
+top-left corner, N = 0, 10, 30, 100, all), fine-tuned with ``finetune.fine_tune`` at its default budget from the
+shipped weights, and scored by segm AP (LIVECell's COCO evaluation) on *other* images of that domain:
+
+- SH-SY5Y: boxes on ``sartorius-shsy5y-1``; scored on the three SH-SY5Y images of ``sartorius-2021`` with exact
+  labels (``original/`` f653c5eec0f8, ``reconstructed/`` 5d066f4c3eef and 642d9cbe7f15);
+- cortical neurons: boxes on ``sartorius-2021/reconstructed`` 95ac5f4182fa (exact labels, 85 cells); scored on
+  the two cort images of ``original/``;
+- fluorescence nuclei: boxes on one ``dsb2018/train`` image (4d2cff9a…, 696x520, 119 nuclei); scored on the 25
+  fluorescence images of ``dsb2018/val``;
+- LIVECell A172 (a type the weights know): boxes on the ``livecell-mini/train`` A172 image; scored on val A172.
+
+N = 0 is the shipped weights as they are. Two seeds a point (``train.seed``: sample order and augmentation). Each
+point is kept in ``bench_adapt_points.json`` as soon as it is measured, so an interrupted run resumes; the
+RESULTS section and ``adapt.png`` are written from every point measured so far.
+
+    python benchmarks/bench_adapt.py [--domains nuclei shsy5y cort a172] [--boxes 0 10 30 100 all]
+        [--seeds 0 1] [--minutes 5] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _results import write_section  # noqa: E402
+
+DATA = HERE.parents[1] / "shared" / "data"
+POINTS = HERE / "bench_adapt_points.json"
+PLOT = HERE / "adapt.png"
+
+
+def _is(prefix: str):
+    return lambda im: im["file_name"].startswith(prefix)
+
+
+# domain -> (label, (folder, image filter) boxed, [(folder, image filter), ...] scored)
+DOMAINS = {
+    "shsy5y": ("SH-SY5Y (Sartorius)", ("sartorius-shsy5y-1", _is("0030fd0e6378")),
+               [("sartorius-2021/original", _is("f653c5eec0f8")),
+                ("sartorius-2021/reconstructed", lambda im: im.get("cell_type") == "shsy5y")]),
+    "cort": ("cortical neurons (Sartorius)", ("sartorius-2021/reconstructed", _is("95ac5f4182fa")),
+             [("sartorius-2021/original", lambda im: im.get("cell_type") == "cort")]),
+    "nuclei": ("fluorescence nuclei (DSB2018)", ("dsb2018/train", _is("4d2cff9a")),
+               [("dsb2018/val", lambda im: im.get("modality") == "fluorescence_grayscale")]),
+    "a172": ("LIVECell A172 (known type)", ("livecell-mini/train", _is("A172")),
+             [("livecell-mini/val", _is("A172"))]),
+}
+
+
+def _folder_files(folder: str) -> tuple[Path, Path]:
+    return DATA / folder / "annotations.json", DATA / folder / "images"
+
+
+def boxed_image(domain: str):
+    """(file name, image, all boxes XYXY) of the domain's boxed image."""
+    from napari_cellboxify.data.coco import load_coco
+    from napari_cellboxify.data.images import read_image
+
+    folder, keep = DOMAINS[domain][1]
+    coco = load_coco(*_folder_files(folder))
+    entry = next(e for e, im in zip(coco.images, coco.data["images"]) if keep(im))
+    return entry.file_name, read_image(entry.path), entry.boxes_xyxy
+
+
+def grown_region(boxes: np.ndarray, shape: tuple[int, ...], n: int) -> np.ndarray:
+    """The ``n`` boxes nearest the image's top-left corner (ranked by the farther of their right/bottom edges,
+    relative to the image's size): every cell of a region that grows from the corner."""
+    h, w = shape[:2]
+    rank = np.maximum(boxes[:, 2] / w, boxes[:, 3] / h)
+    return boxes[np.argsort(rank, kind="stable")[:n]]
+
+
+def score_set(domain: str, workdir: Path):
+    """One CocoFile holding every scored image of the domain (images linked into ``workdir``)."""
+    from napari_cellboxify.data.coco import load_coco
+
+    images_dir = workdir / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    merged = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "cell"}]}
+    for k, (folder, keep) in enumerate(DOMAINS[domain][2]):
+        ann_path, folder_images = _folder_files(folder)
+        data = json.loads(ann_path.read_text())
+        ids = {}
+        for im in data["images"]:
+            if keep(im):
+                ids[im["id"]] = len(merged["images"]) + 1
+                name = f"{k}_{im['file_name']}"
+                link = images_dir / name
+                if not link.exists():
+                    link.symlink_to(folder_images / im["file_name"])
+                merged["images"].append(dict(im, id=ids[im["id"]], file_name=name))
+        for ann in data["annotations"]:
+            if ann["image_id"] in ids:
+                merged["annotations"].append(dict(ann, id=len(merged["annotations"]) + 1,
+                                                  image_id=ids[ann["image_id"]], category_id=1))
+    path = workdir / "scored.json"
+    path.write_text(json.dumps(merged))
+    return load_coco(path, images_dir)
+
+
+def score(weights: Path, coco, device: str) -> dict:
+    from napari_cellboxify.evaluate import evaluate
+    from napari_cellboxify.predict import Predictor
+
+    metrics = evaluate(Predictor.from_weights(weights, device), coco)
+    return {"segm_AP": metrics["segm"]["AP"], "segm_AP50": metrics["segm"]["AP50"], "bbox_AP": metrics["bbox"]["AP"]}
+
+
+def measure(domain: str, n: int | str, seed: int, minutes: float, device: str, workdir: Path, coco) -> dict:
+    from napari_cellboxify.finetune import fine_tune
+    from napari_cellboxify.weights import default_weights_path
+
+    start = default_weights_path()
+    if n == 0:
+        return {**score(start, coco, device), "boxes": 0, "wall_s": 0.0}
+    name, image, boxes = boxed_image(domain)
+    chosen = boxes if n == "all" else grown_region(boxes, image.shape, int(n))
+    run = workdir / f"run_{n}_{seed}"
+    report = fine_tune([(name, image, chosen)], run, weights=start, minutes=minutes, device=device, seed=seed)
+    return {**score(run / "model.pt", coco, device), "boxes": len(chosen), "wall_s": report.wall_seconds,
+            "kept": report.kept, "zoom": report.fitted_zoom, "steps": report.steps, "best_step": report.best_step,
+            "check_before": report.before_ap, "check_after": report.after_ap, "check_boxes": report.check_boxes}
+
+
+def load_points() -> dict:
+    return json.loads(POINTS.read_text()) if POINTS.exists() else {}
+
+
+def table(points: dict, minutes: float) -> str:
+    lines = [f"Budget {minutes:g} min per fine-tune (the default), from the shipped weights; segm AP (LIVECell's "
+             "evaluation) on the domain's *other* images, one figure per seed; in brackets the gain over N = 0; "
+             "wall time of the fine-tune (zoom search, checks and training) and what was kept.", "",
+             "| domain | N boxes | segm AP per seed | mean (gain) | segm AP50 | fine-tune wall s | kept; zoom; steps |",
+             "|---|---|---|---|---|---|---|"]
+    for domain, (label, _, _) in DOMAINS.items():
+        base = points.get(f"{domain}/0/0")
+        base_ap = base["segm_AP"] if base else None
+        for n in ("0", "10", "30", "100", "all"):
+            runs = [v for k, v in sorted(points.items()) if k.startswith(f"{domain}/{n}/")]
+            if not runs:
+                continue
+            aps = [r["segm_AP"] for r in runs]
+            mean = float(np.mean(aps))
+            gain = f" ({mean - base_ap:+.1f})" if base_ap is not None and n != "0" else ""
+            walls = ", ".join(f"{r['wall_s']:.0f}" for r in runs) if n != "0" else "-"
+            kept = "; ".join(f"{r['kept']}, {r['zoom']:g}, {r['steps']}" for r in runs) if n != "0" else "-"
+            count = runs[0]["boxes"]
+            lines.append(f"| {label} | {n if n != 'all' else f'all ({count})'} | "
+                         f"{' / '.join(f'{a:.1f}' for a in aps)} | {mean:.1f}{gain} | "
+                         f"{np.mean([r['segm_AP50'] for r in runs]):.1f} | {walls} | {kept} |")
+    return "\n".join(lines)
+
+
+def plot(points: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for domain, (label, _, _) in DOMAINS.items():
+        xs, ys, lo, hi = [], [], [], []
+        for n in ("0", "10", "30", "100", "all"):
+            runs = [v for k, v in points.items() if k.startswith(f"{domain}/{n}/")]
+            if runs:
+                aps = [r["segm_AP"] for r in runs]
+                xs.append(max(runs[0]["boxes"], 1) if n != "0" else 0.0)
+                ys.append(float(np.mean(aps)))
+                lo.append(min(aps))
+                hi.append(max(aps))
+        if xs:
+            line, = ax.plot([max(x, 3) for x in xs], ys, "o-", label=label)
+            ax.vlines([max(x, 3) for x in xs], lo, hi, color=line.get_color(), alpha=0.5)
+    ax.set_xscale("log")
+    ax.set_xticks([3, 10, 30, 100, 300])
+    ax.set_xticklabels(["0", "10", "30", "100", "300"])
+    ax.set_xlabel("boxes drawn (one image, growing region)")
+    ax.set_ylabel("segm AP on other images")
+    ax.set_title("cellboxify fine-tune: 5 min on the boxes drawn")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--domains", nargs="+", choices=list(DOMAINS), default=list(DOMAINS))
+    parser.add_argument("--boxes", nargs="+", default=["0", "10", "30", "100", "all"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    missing = [d for d in args.domains if not _folder_files(DOMAINS[d][1][0])[0].exists()]
+    if missing:
+        print(f"skipped: data for {', '.join(missing)} not found under {DATA} (see ../shared/data/README.md)")
+        return 0
+    points = load_points()
+    with tempfile.TemporaryDirectory() as tmp:
+        for domain in args.domains:
+            workdir = Path(tmp) / domain
+            coco = score_set(domain, workdir)
+            available = len(boxed_image(domain)[2])
+            for n in args.boxes:
+                if n not in ("0", "all") and int(n) >= available:
+                    continue  # "all" is that point
+                for seed in (args.seeds if n != "0" else [0]):
+                    key = f"{domain}/{n}/{seed}"
+                    if key in points:
+                        continue
+                    t0 = time.time()
+                    points[key] = measure(domain, n if n == "all" else int(n), seed, args.minutes, args.device,
+                                          workdir, coco)
+                    print(key, json.dumps(points[key]), f"({time.time() - t0:.0f} s)", flush=True)
+                    POINTS.write_text(json.dumps(points, indent=1, sort_keys=True))
+    plot(points, PLOT)
+    write_section("Fine-tuning on a few boxes", table(points, args.minutes) + f"\n\nPlot: [{PLOT.name}]({PLOT.name})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

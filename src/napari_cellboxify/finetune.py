@@ -1,0 +1,418 @@
+"""Fine-tune on a user's boxes within a time budget, measured on boxes set aside, never returning a worse model.
+
+One function, ``fine_tune``, serves ``cellboxify fine-tune`` and the panel's *Fine-tune*:
+
+1. **Check boxes.** A strip at the far end of each boxed area (along its longer side) holding about a fifth of
+   that image's boxes is set aside; the network never trains on its pixels. Detection there (COCO bbox AP
+   against the set-aside boxes, detections counted by their centre) is the yardstick of every choice below.
+2. **Zoom.** ``zoom_fit.fit_zoom`` on the training boxes picks the zoom at which the start weights' boxes match
+   the user's best (cells of another kind have another size in pixels).
+3. **Training**, inside the time budget: the recipe (which parts train, learning rate; ``Recipe``) comes from
+   ``RECIPES`` (measured in benchmarks/bench_adapt.py); crops are a fixed size as the network sees them. The
+   check boxes are scored at regular times during training and the best-scoring weights are kept (the number
+   of steps is chosen by measurement, not fixed).
+4. **Never worse.** The result is the best of: the start weights at their own zoom, at the fitted zoom, and the
+   fine-tuned weights. When fine-tuning did not beat the start on the check boxes, the start weights are
+   written (``force=True`` writes the fine-tuned ones anyway) and the report says so.
+
+Writes ``RUN/model.pt`` (weights, config with the zoom) and ``RUN/report.json``; ``FineTuneReport.summary()`` is
+the one-line answer the CLI prints and the panel shows.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .checkpoint import config_from_checkpoint, load_state, read_checkpoint, save_weights
+from .config import CellBoxifyConfig
+from .data.annotated_area import annotated_area
+from .data.dataset import Sample
+from .data.transforms import normalize_image, to_model_input
+from .io_utils import atomic_write_text
+
+CHECK_SHARE = 0.2  # share of each image's boxes set aside as check boxes
+MIN_CHECK = 3  # fewer check boxes than this measure nothing: AP on 1-2 boxes is 0, 50 or 100
+MIN_BOXES_TO_CHECK = 8  # below this many boxes in all, none are set aside (the report says it is unchecked)
+NETWORK_CROP = 256  # training crop side as the network sees it (after the zoom): bounds a CPU step's cost
+RESERVE_SECONDS = 12.0  # kept from the budget for the last check and writing the result (at most a tenth of it)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a fine-tune trains: ``trainable`` is config.train.trainable (which parts), at learning rate ``lr``."""
+
+    name: str
+    trainable: str
+    lr: float
+
+
+# Tried in the order given; see benchmarks/RESULTS.md "Fine-tuning on a few boxes" for how they were measured.
+RECIPES = (Recipe("detector", "detector", 3e-4),)
+
+
+@dataclass
+class ImageSplit:
+    """One boxed image divided into where the fine-tune trains and where it checks (rectangles ``(y0, y1, x0,
+    x1)`` in image pixels; boxes XYXY in image pixels)."""
+
+    name: str
+    train_area: tuple[int, int, int, int]
+    train_boxes: np.ndarray
+    check_area: tuple[int, int, int, int] | None
+    check_boxes: np.ndarray
+
+
+def split_check_boxes(items: list[tuple[str, tuple[int, int], np.ndarray]], share: float = CHECK_SHARE,
+                      min_check: int = MIN_CHECK, min_boxes: int = MIN_BOXES_TO_CHECK) -> list[ImageSplit]:
+    """Set about ``share`` of each image's boxes aside as check boxes: the strip at the far end of its boxed
+    area (``annotated_area``) along the area's longer side, cut between two boxes' centres.
+
+    Args:
+        items: ``[(name, (H, W), boxes_xyxy), ...]``.
+    A box belongs to the side its centre lies on; the training area stops at the cut. With fewer than
+    ``min_boxes`` boxes in all, nothing is set aside; otherwise at least ``min_check`` boxes are (taken from
+    the images with most boxes).
+    """
+    boxes_of = [np.asarray(b, dtype=np.float32).reshape(-1, 4) for _, _, b in items]
+    total = sum(len(b) for b in boxes_of)
+    counts = [0] * len(items)
+    if total >= min_boxes:
+        counts = [int(round(share * len(b))) if len(b) >= 4 else 0 for b in boxes_of]
+        order = sorted(range(len(items)), key=lambda i: -len(boxes_of[i]))
+        while sum(counts) < min_check:  # top up from the images with most boxes, keeping 2 to train on each
+            grown = False
+            for i in order:
+                if sum(counts) < min_check and len(boxes_of[i]) - counts[i] > 2:
+                    counts[i] += 1
+                    grown = True
+            if not grown:
+                break
+    splits = []
+    for (name, shape, _), boxes, k in zip(items, boxes_of, counts):
+        area = annotated_area(boxes, shape)
+        if k == 0:
+            splits.append(ImageSplit(name, area, boxes, None, np.zeros((0, 4), np.float32)))
+            continue
+        y0, y1, x0, x1 = area
+        axis = 0 if (x1 - x0) >= (y1 - y0) else 1  # 0: cut along x
+        centres = (boxes[:, axis] + boxes[:, axis + 2]) / 2
+        order = np.argsort(centres, kind="stable")
+        cut = float(centres[order[-k - 1]] + centres[order[-k]]) / 2
+        check = centres >= cut
+        # Areas are whole pixels: they share at most the one pixel column (row) the cut falls in.
+        lo, hi = int(np.floor(cut)), int(np.ceil(cut))
+        if axis == 0:
+            train_area, check_area = (y0, y1, x0, max(hi, x0 + 1)), (y0, y1, min(lo, x1 - 1), x1)
+        else:
+            train_area, check_area = (y0, max(hi, y0 + 1), x0, x1), (min(lo, y1 - 1), y1, x0, x1)
+        splits.append(ImageSplit(name, train_area, boxes[~check], check_area, boxes[check]))
+    return splits
+
+
+class AreaSource:
+    """Training samples cut to each image's training area (data.dataset.Source): normalised images, boxes
+    clipped to the area. Nothing outside it is seen, so neither the check strip nor unboxed cells beyond the
+    boxed area are taught as background."""
+
+    def __init__(self, normalised: list[np.ndarray], splits: list[ImageSplit]):
+        self.samples = []
+        for image, split in zip(normalised, splits):
+            if not len(split.train_boxes):
+                continue
+            y0, y1, x0, x1 = split.train_area
+            boxes = split.train_boxes - np.array([x0, y0, x0, y0], np.float32)
+            boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, x1 - x0)
+            boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, y1 - y0)
+            self.samples.append(Sample(np.ascontiguousarray(image[y0:y1, x0:x1]), boxes, None, split.name))
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, index: int) -> Sample:
+        return self.samples[index]
+
+
+@torch.no_grad()
+def check_ap(model, normalised: list[np.ndarray], splits: list[ImageSplit], zoom: float) -> float | None:
+    """COCO bbox AP (0-100) of ``model`` at ``zoom`` on the check boxes, or None when there are none.
+
+    Each check strip is detected with a margin of context (a median box side) and only detections whose centre
+    lies in the strip count, as only the strip's cells were set aside.
+    """
+    from .zoom_fit import box_ap
+
+    truth, found = [], []
+    was_training, old_zoom = model.training, model.transform.image_scale
+    model.eval()
+    model.transform.image_scale = zoom
+    device = next(model.parameters()).device
+    try:
+        for image, split in zip(normalised, splits):
+            if split.check_area is None or not len(split.check_boxes):
+                continue
+            y0, y1, x0, x1 = split.check_area
+            sides = np.concatenate([split.check_boxes[:, 2] - split.check_boxes[:, 0],
+                                    split.check_boxes[:, 3] - split.check_boxes[:, 1]])
+            pad = int(np.ceil(np.median(sides)))
+            h, w = image.shape
+            cy0, cy1, cx0, cx1 = max(0, y0 - pad), min(h, y1 + pad), max(0, x0 - pad), min(w, x1 + pad)
+            tensor = to_model_input(image[cy0:cy1, cx0:cx1]).to(device)
+            boxes, scores = model.detect(model.encode(tensor))
+            boxes = boxes.float().cpu().numpy() + np.array([cx0, cy0, cx0, cy0], np.float32)
+            scores = scores.float().cpu().numpy()
+            cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+            keep = (cx >= x0) & (cx < x1) & (cy >= y0) & (cy < y1)
+            truth.append(split.check_boxes)
+            found.append((boxes[keep], scores[keep]))
+    finally:
+        model.transform.image_scale = old_zoom
+        model.train(was_training)
+    return box_ap(truth, found) if truth else None
+
+
+@dataclass
+class FineTuneReport:
+    """What a fine-tune did; written as ``report.json``. AP values are COCO bbox AP (0-100) on the check boxes."""
+
+    boxes: int
+    check_boxes: int
+    images: int
+    start_weights: str
+    start_zoom: float
+    fitted_zoom: float
+    zoom_search: dict[str, float]
+    before_ap: float | None  # the start weights at their own zoom
+    before_ap_fitted_zoom: float | None
+    after_ap: float | None  # the fine-tuned weights, at the step with the best check AP
+    kept: str  # "fine-tuned" | "start" | "start, fitted zoom"
+    reason: str
+    recipe: dict
+    steps: int
+    best_step: int
+    seconds_per_step: float
+    device: str
+    budget_seconds: float
+    wall_seconds: float = 0.0
+    checks: list[dict] = field(default_factory=list)  # [{"step", "seconds", "ap"}, ...] during training
+    cancelled: bool = False
+
+    def summary(self) -> str:
+        """One line, in the user's words."""
+        if self.check_boxes == 0:
+            return (f"fine-tuned on {self.boxes} boxes for {self.steps} steps ({self.wall_seconds:.0f} s); too few "
+                    f"boxes to keep any aside ({MIN_BOXES_TO_CHECK} needed), so the result is unchecked")
+        after = "-" if self.after_ap is None else f"{self.after_ap:.0f}"
+        return (f"on {self.check_boxes} of your boxes kept aside, detection AP {self.before_ap:.0f} -> "
+                f"{max(self.before_ap, self.before_ap_fitted_zoom or 0, self.after_ap or 0):.0f} "
+                f"(fine-tuned {after}, {self.steps} steps in {self.wall_seconds:.0f} s); {self.reason}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def fine_tune_run_config(start: CellBoxifyConfig, recipe: Recipe, zoom: float, smallest_side: int,
+                         device: str) -> CellBoxifyConfig:
+    """The training config of one fine-tune: the start weights' model and data sections, the recipe's parts and
+    learning rate, a constant rate after a short warm-up (the run ends by time, not by a step count), crops of
+    ``NETWORK_CROP`` px as the network sees them, and lighter sampling than full training (fewer proposals and
+    RoIs per step: a few dozen boxes need no more, and a CPU step costs less)."""
+    from .config import fine_tune_config
+
+    config = fine_tune_config(start)
+    config.model.image_scale = float(zoom)
+    config.model.rpn_pre_nms_top_n_train = min(config.model.rpn_pre_nms_top_n_train, 1000)
+    config.model.rpn_post_nms_top_n_train = min(config.model.rpn_post_nms_top_n_train, 300)
+    config.model.box_batch_size_per_image = min(config.model.box_batch_size_per_image, 128)
+    config.data.annotated_area = "image"  # AreaSource has already cut each image to its training area
+    config.data.crop_size = max(32, min(round(NETWORK_CROP / zoom), smallest_side))
+    config.train.trainable = recipe.trainable
+    config.train.lr = recipe.lr
+    config.train.lr_drop_fractions = ()
+    config.train.steps = 100_000  # a ceiling: the time budget ends the run
+    config.train.checkpoint_every = 100_000
+    config.train.log_every = 1
+    config.train.ema_decay = 0.0
+    config.train.device = device
+    config.validate()
+    return config
+
+
+def fine_tune(items: list[tuple[str, np.ndarray, np.ndarray]], out_dir: str | Path,
+              weights: str | Path | None = None, minutes: float = 5.0, device: str = "auto", force: bool = False,
+              zoom: float | None = None,
+              recipe: Recipe | None = None, seed: int = 0, check_every_seconds: float = 30.0,
+              on_step: Callable | None = None, cancel: threading.Event | None = None,
+              log: Callable[[str], None] | None = None) -> FineTuneReport:
+    """Fine-tune ``weights`` (default: the shipped ones) on the user's boxes within ``minutes``.
+
+    Args:
+        items: ``[(name, image, boxes_xyxy), ...]``: each boxed image (2-D or RGB, any dtype) with its boxes
+            (N, 4) XYXY in image pixels. Every cell inside the rectangle around an image's boxes should be boxed.
+        out_dir: gets ``model.pt`` (the model to use) and ``report.json``; the training run itself in
+            ``out_dir/train``.
+        minutes: wall-time budget of the whole call (zoom search, checks and training).
+        zoom: the zoom to start from (the panel's Zoom); default the weights' own. The search goes around it.
+        force: write the fine-tuned weights even when the check boxes say the start weights were better.
+        recipe: what to train (default: ``RECIPES[0]``).
+        on_step: called with each training ``StepInfo``; ``cancel`` (set from any thread) ends training early,
+            and the best weights found so far are still measured and written.
+        log: called with a line for each stage (the CLI prints them).
+    """
+    from .checkpoint import load_model
+    from .device import pick_device
+    from .predict import Predictor
+    from .train import Trainer
+    from .weights import default_weights_path
+    from .zoom_fit import fit_zoom
+
+    t_start = time.time()
+    budget = float(minutes) * 60.0
+    deadline = t_start + budget - min(RESERVE_SECONDS, 0.1 * budget)
+    say = log or (lambda line: None)
+    cancel = cancel or threading.Event()
+    out_dir = Path(out_dir)
+    weights = Path(weights) if weights else default_weights_path()
+    recipe = recipe or RECIPES[0]
+    items = [(name, image, np.asarray(boxes, np.float32).reshape(-1, 4)) for name, image, boxes in items]
+    items = [item for item in items if len(item[2])]
+    n_boxes = sum(len(b) for _, _, b in items)
+    if not n_boxes:
+        raise ValueError("no boxes to fine-tune on: draw boxes around the cells of one part of an image first")
+    torch_device = pick_device(device)
+
+    start_model, _ = load_model(weights, torch_device)
+    if zoom is not None:
+        if not zoom > 0:
+            raise ValueError(f"the zoom must be > 0, got {zoom}")
+        start_model.transform.image_scale = start_model.config.model.image_scale = float(zoom)
+    start_config = copy.deepcopy(start_model.config)
+    start_zoom = float(start_model.transform.image_scale)
+    d = start_config.data
+    normalised = [normalize_image(image, d.clahe, d.clahe_clip_limit) for _, image, _ in items]
+    splits = split_check_boxes([(name, im.shape, boxes) for (name, _, boxes), im in zip(items, normalised)])
+    n_check = sum(len(s.check_boxes) for s in splits)
+    say(f"{n_boxes} boxes on {len(items)} image(s); {n_check} kept aside to check the result")
+
+    before = check_ap(start_model, normalised, splits, start_zoom)
+    predictor = Predictor(start_model, torch_device)
+    fit = fit_zoom(predictor, [(image, split.train_boxes) for (_, image, _), split in zip(items, splits)
+                               if len(split.train_boxes)])
+    zoom = fit.zoom  # from here on, the zoom trained and checked at
+    before_fitted = check_ap(start_model, normalised, splits, zoom) if zoom != start_zoom else before
+    say(f"zoom {start_zoom:g} -> {zoom:g} (bbox AP on your training boxes: {fit.summary()}); check AP before: "
+        f"{_fmt(before)} at zoom {start_zoom:g}, {_fmt(before_fitted)} at {zoom:g}")
+    del predictor, start_model
+
+    smallest = min(min(s.train_area[1] - s.train_area[0], s.train_area[3] - s.train_area[2]) for s in splits
+                   if len(s.train_boxes))
+    config = fine_tune_run_config(start_config, recipe, zoom, smallest, device)
+    config.train.seed = seed
+    run_dir = out_dir / "train"
+    trainer = Trainer(config, AreaSource(normalised, splits), run_dir, init_weights=weights, cancel=cancel,
+                      device=torch_device)
+    best_state, best_ap, best_step = None, -1.0, 0
+    checks: list[dict] = []
+    next_check = time.time() + check_every_seconds
+    train_start = time.time()
+
+    def measure() -> None:
+        nonlocal best_state, best_ap, best_step
+        ap = check_ap(trainer.model, normalised, splits, zoom)
+        checks.append({"step": trainer.step, "seconds": round(time.time() - train_start, 1), "ap": ap})
+        if ap is None or ap > best_ap:  # unchecked runs keep the last weights
+            best_ap = -1.0 if ap is None else ap
+            best_state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+            best_step = trainer.step
+        say(f"step {trainer.step}: check AP {_fmt(ap)}")
+
+    out_of_time = False
+    for info in trainer.iter_steps():
+        if on_step is not None:
+            on_step(info)
+        now = time.time()
+        if now >= deadline:
+            out_of_time = True
+            cancel.set()
+        elif now >= next_check and n_check:
+            measure()
+            next_check = time.time() + check_every_seconds
+    steps = trainer.step
+    if steps and (not checks or checks[-1]["step"] != steps):
+        measure()
+    after = best_ap if (n_check and best_state is not None) else None
+
+    candidates = {"start": before, "start, fitted zoom": before_fitted, "fine-tuned": after}
+    if not n_check:
+        kept, reason = ("fine-tuned" if steps else "start"), "unchecked: too few boxes to keep any aside"
+    elif force and best_state is not None:
+        kept, reason = "fine-tuned", "kept the new weights (forced)"
+    else:
+        scored = {k: v for k, v in candidates.items() if v is not None}
+        kept = max(scored, key=lambda k: (scored[k], k == "start"))  # ties keep the start weights
+        reason = {"fine-tuned": "kept the new weights",
+                  "start": "fine-tuning did not help: kept the weights it started from",
+                  "start, fitted zoom": "fine-tuning did not help: kept the start weights at the fitted zoom"}[kept]
+
+    out_config = copy.deepcopy(start_config)
+    if kept == "fine-tuned":
+        model = trainer.model
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        out_config.model.image_scale = zoom
+    else:
+        model, _ = load_model(weights, "cpu")
+        out_config.model.image_scale = zoom if kept == "start, fitted zoom" else start_zoom
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_weights(out_dir / "model.pt", model.cpu(), out_config,
+                 extra={"fine_tuned_from": weights.name, "step": best_step if kept == "fine-tuned" else 0})
+    seconds_per_step = (sum(h["seconds"] for h in trainer.result.history) / steps) if steps else 0.0
+    report = FineTuneReport(
+        boxes=n_boxes, check_boxes=n_check, images=len(items), start_weights=str(weights), start_zoom=start_zoom,
+        fitted_zoom=zoom, zoom_search={f"{z:g}": round(ap, 2) for z, ap in sorted(fit.box_ap.items())},
+        before_ap=before, before_ap_fitted_zoom=before_fitted, after_ap=after, kept=kept, reason=reason,
+        recipe=asdict(recipe), steps=steps, best_step=best_step, seconds_per_step=round(seconds_per_step, 3),
+        device=str(torch_device), budget_seconds=budget, checks=checks,
+        cancelled=cancel.is_set() and not out_of_time,
+    )
+    report.wall_seconds = round(time.time() - t_start, 1)
+    atomic_write_text(out_dir / "report.json", json.dumps(report.to_dict(), indent=2))
+    return report
+
+
+def boxed_images(annotations: str | Path, images_dir: str | Path,
+                 warn: Callable[[str], None] | None = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """``[(file_name, image, boxes_xyxy), ...]`` for the images of a COCO file that have boxes (``fine_tune``'s
+    input); ``warn`` gets a line per kind of annotation skipped. A stack is refused: COCO boxes belong to 2-D
+    images (the panel's project writes one image per plane)."""
+    from .data.coco import load_coco
+    from .data.images import image_planes, read_image
+
+    coco = load_coco(annotations, images_dir)
+    for reason, count in coco.skipped.items():
+        if warn is not None:
+            warn(f"skipped {count} annotation(s): {reason}")
+    items = []
+    for entry in coco.images:
+        if len(entry.boxes_xyxy):
+            image = read_image(entry.path)
+            planes = len(image_planes(image))
+            if planes > 1:
+                raise ValueError(f"{entry.file_name} is a stack of {planes} planes; COCO boxes belong to 2-D images "
+                                 "(the panel's export writes one image per plane)")
+            items.append((entry.file_name, image, entry.boxes_xyxy))
+    if not items:
+        raise ValueError(f"{annotations} has no usable boxes: draw boxes around the cells of one part of an image")
+    return items
+
+
+def _fmt(ap: float | None) -> str:
+    return "-" if ap is None else f"{ap:.1f}"
