@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if livecell_mini_missing(args.data):
         return 0
-    from napari_cellboxify.config import apply_panel_training, fine_tune_config
+    from napari_cellboxify.config import fine_tune_config
     from napari_cellboxify.data.coco import CocoSource, load_coco
     from napari_cellboxify.data.images import read_image
     from napari_cellboxify.evaluate import cell_type, evaluate
@@ -128,6 +128,27 @@ def main(argv=None) -> int:
             "(5 images, 892 cells; LIVECell COCO settings, AP in %).\n\n" + "\n".join(lines))
     write_section("Fine-tuning on a partly boxed image" + (f" (seed {args.seed})" if args.seed else ""), body)
     return 0
+
+
+def apply_panel_training(config, steps: int, smallest_side: int, fine_tuning: bool = True) -> None:
+    """Set (in place) the fixed-step recipe the panel's *Fine-tune* used before ``finetune.fine_tune``, which these
+    benchmarks measured: ``steps``, a checkpoint every tenth of them, a loss point every step, CPU-sized crops
+    (256 px as the network sees them, at most ``smallest_side``) and, when ``fine_tuning`` trained weights, only
+    their RPN and box head (``train.trainable = "box_heads"``)."""
+    if fine_tuning:
+        # A panel fine-tune has a few dozen boxes. Trained on them, the trunk drifts and every mask with it:
+        # from a quarter of one image's boxes (12-75 cells, 4 cell types, benchmarks/bench_few_boxes.py) all
+        # weights lost 3.7 segm AP on the rest of the image and 3.2 on the next image of the same cells, the
+        # heads with the trunk kept 0.4 / 0.9, the RPN and box head alone gained 0.5 / 0.1, at 0.21 s a step
+        # instead of 1.55 on 2 CPU cores. The mask branch, learned from thousands of cells, is kept as it is.
+        config.train.trainable = "box_heads"
+    config.train.steps = steps
+    config.train.checkpoint_every = max(10, steps // 10)
+    config.train.log_every = 1
+    # A step's cost follows the pixels the network sees, so the crop is fixed there, not in the image: a fine-tune
+    # at 1.5x zoom (the default weights') costs per step what one at 1x does, and one at 0.5x still sees 256 px
+    # of context. The crop stored with the weights was sized for their own training machine, not this one.
+    config.data.crop_size = max(32, min(round(256 / config.model.image_scale), smallest_side))
 
 
 if __name__ == "__main__":

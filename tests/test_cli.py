@@ -12,7 +12,7 @@ def _cli(*args, timeout=600):
                           text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("verb", ["train", "evaluate", "predict", "export"])
+@pytest.mark.parametrize("verb", ["train", "fine-tune", "evaluate", "predict", "export"])
 def test_every_verb_documents_its_options(verb):
     result = _cli(verb, "--help")
     assert result.returncode == 0
@@ -30,6 +30,9 @@ def test_every_verb_documents_its_options(verb):
         ["predict", "img.tif", "--out", "o", "--score-threshold", "nan"],
         ["predict", "img.tif", "--out", "o", "--pixel-size", "0"],
         ["predict", "img.tif", "--out", "o", "--pixel-size", "0.5,0.5,1"],
+        ["fine-tune", "--data", "a", "--images", "b", "--out", "c", "--minutes", "0"],
+        ["fine-tune", "--data", "a", "--images", "b", "--out", "c", "--minutes", "nan"],
+        ["fine-tune", "--data", "a", "--images", "b", "--out", "c", "--device", "tpu"],
         ["frobnicate"],
     ],
 )
@@ -188,3 +191,23 @@ def test_resume_continues_where_it_stopped(tmp_path):
     assert "resumed at step 2" in result.stderr
     lines = (run / "loss_log.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 2, 3]
+
+
+def test_fine_tune_from_the_command_line_writes_model_report_and_one_line(tmp_path):
+    from napari_cellboxify.checkpoint import save_weights
+    from napari_cellboxify.model import build_model
+
+    json_path, images_dir = write_synthetic_coco(tmp_path / "data", n_images=1, shape=(128, 128), n_cells=10)
+    config = tiny_config()
+    save_weights(tmp_path / "start.pt", build_model(config, load_pretrained=False), config)
+    args = ["fine-tune", "--data", json_path, "--images", images_dir, "--out", tmp_path / "run",
+            "--weights", tmp_path / "start.pt", "--minutes", "0.1", "--device", "cpu"]
+    result = _cli(*args)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("on 3 of your boxes kept aside, detection AP")
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["boxes"] == 10 and report["check_boxes"] == 3 and (tmp_path / "run" / "model.pt").exists()
+    again = _cli(*args)  # no silent overwrite of a finished run
+    assert again.returncode == 1 and "--overwrite" in again.stderr and len(again.stderr.strip().splitlines()) == 1
+    assert json.loads((tmp_path / "run" / "report.json").read_text()) == report

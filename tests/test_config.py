@@ -144,40 +144,6 @@ def test_fine_tuning_keeps_the_weights_architecture_and_takes_todays_losses(tmp_
     assert training_run_config(tmp_path / "run").model.backbone == "resnet50"  # no --init: the defaults
 
 
-def test_panel_training_settings_bound_crops_by_256_and_the_smallest_image():
-    from napari_cellboxify.config import CellBoxifyConfig, apply_panel_training
-
-    config = CellBoxifyConfig()  # crop 384
-    apply_panel_training(config, 200, 520)
-    assert (config.train.steps, config.train.checkpoint_every, config.train.log_every) == (200, 20, 1)
-    assert config.data.crop_size == 256
-    apply_panel_training(config, 5, 96)
-    assert config.data.crop_size == 96 and config.train.checkpoint_every == 10
-    apply_panel_training(config, 5, 20)
-    assert config.data.crop_size == 32
-    # the crop is fixed as the network sees it: at 1.5x zoom (the default weights') 171 px become 256, at 0.5x 512
-    config.model.image_scale = 1.5
-    config.data.crop_size = 213
-    apply_panel_training(config, 200, 520)
-    assert config.data.crop_size == 171
-    config.model.image_scale = 0.5
-    apply_panel_training(config, 200, 520)
-    assert config.data.crop_size == 512
-    apply_panel_training(config, 200, 300)
-    assert config.data.crop_size == 300
-
-
-def test_panel_fine_tuning_trains_only_the_rpn_and_box_head_of_trained_weights():
-    from napari_cellboxify.config import CellBoxifyConfig, apply_panel_training
-
-    config = CellBoxifyConfig()
-    apply_panel_training(config, 200, 520)
-    assert config.train.trainable == "box_heads"
-    scratch = CellBoxifyConfig()  # no weights loaded: a model from scratch must train everything
-    apply_panel_training(scratch, 200, 520, fine_tuning=False)
-    assert scratch.train.trainable == "all"
-
-
 @pytest.mark.parametrize("name", ["livecell_cpu.yaml", "livecell_gpu.yaml"])
 def test_the_shipped_config_files_load_and_validate(name):
     # They are what README's training commands pass; a typo in a key or value must fail here, not in a long run.

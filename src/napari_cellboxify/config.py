@@ -145,6 +145,9 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 0.0
     lr_drop_fractions: tuple[float, ...] = (0.75, 0.92)  # x0.1 at these fractions of the schedule
+    # Steps of linear learning-rate warm-up; None: a tenth of the schedule, at most 500. A fine-tune that ends by
+    # time (finetune.py) sets it, as its step count is a ceiling, not a schedule.
+    warmup_steps: int | None = None
     grad_clip: float = 10.0
     # "polygon_head" trains only the mask branch and keeps the detector (trunk, FPN, RPN, box head) as loaded:
     # the polygon head can be refitted to a detector without changing what it detects. The others keep parts as
@@ -252,6 +255,8 @@ class CellBoxifyConfig:
              "data.pseudo_ignore_thresh <= data.pseudo_score_thresh, both in [0, 1]"),
             (0.0 < d.pseudo_fraction < 1.0, "data.pseudo_fraction must be in (0, 1)"),
             (t.steps > 0, "train.steps must be > 0"),
+            (t.warmup_steps is None or (type(t.warmup_steps) is int and t.warmup_steps >= 0),
+             "train.warmup_steps must be null or an integer >= 0"),
             (t.batch_size > 0, "train.batch_size must be > 0"),
             (t.lr > 0, "train.lr must be > 0"),
             (t.device in ("auto", "cpu", "cuda", "mps"), "train.device must be auto, cpu, cuda or mps"),
@@ -366,27 +371,6 @@ def fine_tune_config(trained: CellBoxifyConfig) -> CellBoxifyConfig:
     config.data.annotated_area = DataConfig.annotated_area
     config.validate()
     return config
-
-
-def apply_panel_training(config: CellBoxifyConfig, steps: int, smallest_side: int, fine_tuning: bool = True) -> None:
-    """Set what the panel's *Fine-tune* trains with (in place): ``steps``, a checkpoint every tenth of them, a loss
-    point every step, CPU-sized crops: 256 px as the network sees them, i.e. after the zoom ``model.image_scale``
-    (set it first), at most the smallest image side ``smallest_side``; and, when ``fine_tuning`` trained weights,
-    only their RPN and box head (``train.trainable = "box_heads"``)."""
-    if fine_tuning:
-        # A panel fine-tune has a few dozen boxes. Trained on them, the trunk drifts and every mask with it:
-        # from a quarter of one image's boxes (12-75 cells, 4 cell types, benchmarks/bench_few_boxes.py) all
-        # weights lost 3.7 segm AP on the rest of the image and 3.2 on the next image of the same cells, the
-        # heads with the trunk kept 0.4 / 0.9, the RPN and box head alone gained 0.5 / 0.1, at 0.21 s a step
-        # instead of 1.55 on 2 CPU cores. The mask branch, learned from thousands of cells, is kept as it is.
-        config.train.trainable = "box_heads"
-    config.train.steps = steps
-    config.train.checkpoint_every = max(10, steps // 10)
-    config.train.log_every = 1
-    # A step's cost follows the pixels the network sees, so the crop is fixed there, not in the image: a fine-tune
-    # at 1.5x zoom (the default weights') costs per step what one at 1x does, and one at 0.5x still sees 256 px
-    # of context. The crop stored with the weights was sized for their own training machine, not this one.
-    config.data.crop_size = max(32, min(round(256 / config.model.image_scale), smallest_side))
 
 
 def training_run_config(

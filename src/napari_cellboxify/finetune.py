@@ -43,6 +43,7 @@ CHECK_SHARE = 0.2  # share of each image's boxes set aside as check boxes
 MIN_CHECK = 3  # fewer check boxes than this measure nothing: AP on 1-2 boxes is 0, 50 or 100
 MIN_BOXES_TO_CHECK = 8  # below this many boxes in all, none are set aside (the report says it is unchecked)
 NETWORK_CROP = 256  # training crop side as the network sees it (after the zoom): bounds a CPU step's cost
+WARMUP_STEPS = 20  # a short ramp: Adam's first steps on new heads' gradients would otherwise jolt the weights
 RESERVE_SECONDS = 12.0  # kept from the budget for the last check and writing the result (at most a tenth of it)
 
 
@@ -57,6 +58,9 @@ class Recipe:
 
 # Tried in the order given; see benchmarks/RESULTS.md "Fine-tuning on a few boxes" for how they were measured.
 RECIPES = (Recipe("detector", "detector", 3e-4),)
+# Zooms searched, as factors of the start zoom: fit_zoom's range and up to twice the start, as new cells (neurons,
+# nuclei) are often smaller in pixels than the cells the weights learned.
+ZOOM_FACTORS = (0.5, 2 / 3, 5 / 6, 1.0, 7 / 6, 4 / 3, 5 / 3, 2.0)
 
 
 @dataclass
@@ -237,6 +241,7 @@ def fine_tune_run_config(start: CellBoxifyConfig, recipe: Recipe, zoom: float, s
     config.train.trainable = recipe.trainable
     config.train.lr = recipe.lr
     config.train.lr_drop_fractions = ()
+    config.train.warmup_steps = WARMUP_STEPS
     config.train.steps = 100_000  # a ceiling: the time budget ends the run
     config.train.checkpoint_every = 100_000
     config.train.log_every = 1
@@ -305,8 +310,8 @@ def fine_tune(items: list[tuple[str, np.ndarray, np.ndarray]], out_dir: str | Pa
     before = check_ap(start_model, normalised, splits, start_zoom)
     predictor = Predictor(start_model, torch_device)
     fit = fit_zoom(predictor, [(image, split.train_boxes) for (_, image, _), split in zip(items, splits)
-                               if len(split.train_boxes)])
-    zoom = fit.zoom  # from here on, the zoom trained and checked at
+                               if len(split.train_boxes)], factors=ZOOM_FACTORS)
+    zoom = round(fit.zoom, 2)  # from here on, the zoom trained and checked at (2 decimals, as the panel shows it)
     before_fitted = check_ap(start_model, normalised, splits, zoom) if zoom != start_zoom else before
     say(f"zoom {start_zoom:g} -> {zoom:g} (bbox AP on your training boxes: {fit.summary()}); check AP before: "
         f"{_fmt(before)} at zoom {start_zoom:g}, {_fmt(before_fitted)} at {zoom:g}")

@@ -152,7 +152,7 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=config.train.lr, weight_decay=config.train.weight_decay)
         t = config.train
-        warmup = min(500, t.steps // 10)
+        warmup = min(500, t.steps // 10) if t.warmup_steps is None else t.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, t.steps, tuple(t.lr_drop_fractions), warmup)
         )
