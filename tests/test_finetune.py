@@ -103,10 +103,24 @@ def test_a_fine_tune_that_does_not_help_keeps_the_start_weights(tmp_path, monkey
     assert not all(torch.equal(start[k], written[k]) for k in start)
 
 
+def test_recipes_race_and_the_best_checked_one_goes_on(tmp_path, monkeypatch):
+    recipes = (Recipe("gentle", "box_heads", 1e-4), Recipe("bold", "all", 1e-3))
+    monkeypatch.setattr(finetune, "RECIPES", recipes)
+    report = fine_tune(_synthetic_items(), tmp_path / "run", weights=_tiny_weights(tmp_path), minutes=0.25,
+                       device="cpu", check_every_seconds=2)
+    assert set(report.race) == {"gentle", "bold"} and report.recipe["name"] in report.race
+    assert {c["recipe"] for c in report.checks} == {"gentle", "bold"}
+    loser = next(name for name in report.race if name != report.recipe["name"])
+    # the loser stopped after its pilot: every check after it belongs to the winner
+    last_loser = max(c["seconds"] for c in report.checks if c["recipe"] == loser)
+    assert all(c["recipe"] == report.recipe["name"] for c in report.checks if c["seconds"] > last_loser)
+    assert report.race[report.recipe["name"]] >= report.race[loser]
+
+
 def test_too_few_boxes_train_unchecked_and_say_so(tmp_path):
     syn = synthetic_cells((128, 128), 5, seed=3)
     report = fine_tune([("a", syn.image, syn.boxes_xyxy)], tmp_path / "run", weights=_tiny_weights(tmp_path),
-                       minutes=0.1, device="cpu")
+                       minutes=0.2, device="cpu")
     assert report.check_boxes == 0 and report.kept == "fine-tuned" and "unchecked" in report.summary()
 
 
