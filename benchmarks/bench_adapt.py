@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -83,7 +84,7 @@ def grown_region(boxes: np.ndarray, shape: tuple[int, ...], n: int) -> np.ndarra
 
 
 def score_set(domain: str, workdir: Path):
-    """One CocoFile holding every scored image of the domain (images linked into ``workdir``)."""
+    """One CocoFile holding every scored image of the domain (images copied into ``workdir``)."""
     from napari_cellboxify.data.coco import load_coco
 
     images_dir = workdir / "images"
@@ -97,9 +98,8 @@ def score_set(domain: str, workdir: Path):
             if keep(im):
                 ids[im["id"]] = len(merged["images"]) + 1
                 name = f"{k}_{im['file_name']}"
-                link = images_dir / name
-                if not link.exists():
-                    link.symlink_to(folder_images / im["file_name"])
+                if not (images_dir / name).exists():  # a copy: the reader refuses links that lead outside
+                    shutil.copyfile(folder_images / im["file_name"], images_dir / name)
                 merged["images"].append(dict(im, id=ids[im["id"]], file_name=name))
         for ann in data["annotations"]:
             if ann["image_id"] in ids:

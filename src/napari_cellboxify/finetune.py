@@ -33,7 +33,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .checkpoint import config_from_checkpoint, load_state, read_checkpoint, save_weights
+from .checkpoint import save_weights
 from .config import CellBoxifyConfig
 from .data.annotated_area import annotated_area
 from .data.dataset import Sample
@@ -44,12 +44,12 @@ CHECK_SHARE = 0.2  # share of each image's boxes set aside as check boxes
 MIN_CHECK = 3  # fewer check boxes than this measure nothing: AP on 1-2 boxes is 0, 50 or 100
 # What a change (new weights or zoom) must gain on the check boxes, in bbox AP, to replace the start weights. On
 # a LIVECell type the weights know (A172, 6 check boxes), fine-tuning scored +1.4 on the check boxes while losing
-# 3.3 segm AP on the next images; the zoom +0.4 while losing 2.5 (benchmarks/RESULTS.md, "Fine-tuning on a few
-# boxes"). Gains on new kinds of cells were +11 to +41.
+# 3.3 segm AP on the next image; the fitted zoom +0.4 while losing 2.5. On new kinds of cells the check boxes
+# gained +13 to +41 (docs/experiments/2026-12-05-fine-tune-recipe.md).
 MIN_GAIN = 3.0
 MIN_BOXES_TO_CHECK = 8  # below this many boxes in all, none are set aside (the report says it is unchecked)
 NETWORK_CROP = 256  # training crop side as the network sees it (after the zoom): bounds a CPU step's cost
-CELLS_PER_CROP = 3
+CELLS_PER_CROP = 3  # a training crop spans at least this many median cells (up to twice NETWORK_CROP)
 PILOT_SHARE = 0.3  # share of the training time each racing recipe gets before the best one goes on
 WARMUP_STEPS = 20  # a short ramp: Adam's first steps on new heads' gradients would otherwise jolt the weights
 RESERVE_SECONDS = 12.0  # kept from the budget for the last check and writing the result (at most a tenth of it)
@@ -250,9 +250,10 @@ class FineTuneReport:
             return (f"fine-tuned on {self.boxes} boxes for {self.steps} steps ({self.wall_seconds:.0f} s); too few "
                     f"boxes to keep any aside ({MIN_BOXES_TO_CHECK} needed), so the result is unchecked")
         after = "-" if self.after_ap is None else f"{self.after_ap:.0f}"
+        now = {"start": self.before_ap, "start, fitted zoom": self.before_ap_fitted_zoom}.get(self.kept, self.after_ap)
         return (f"on {self.check_boxes} of your boxes kept aside, detection AP {self.before_ap:.0f} -> "
-                f"{max(self.before_ap, self.before_ap_fitted_zoom or 0, self.after_ap or 0):.0f} "
-                f"(fine-tuned {after}, {self.steps} steps in {self.wall_seconds:.0f} s); {self.reason}")
+                f"{now if now is not None else self.before_ap:.0f} (fine-tuned {after}, {self.steps} steps in "
+                f"{self.wall_seconds:.0f} s); {self.reason}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -368,53 +369,20 @@ def fine_tune(items: list[tuple[str, np.ndarray, np.ndarray]], out_dir: str | Pa
         config.train.seed = seed
         folder = out_dir / ("train" if len(recipes) == 1 else f"train_{candidate.name}")
         runs.append(RecipeRun(candidate, Trainer(config, source, folder, init_weights=weights, device=torch_device)))
-    all_runs = list(runs)
 
-    def measure(run: "RecipeRun") -> None:
+    def measure(run: RecipeRun) -> None:
         ap = check_ap(run.trainer.model, normalised, splits, zoom)
         run.record(ap, time.time() - t_start)
         say(f"{run.recipe.name}, step {run.trainer.step}: check AP {_fmt(ap)}")
 
-    def train(run: "RecipeRun", until: float) -> bool:
-        """Train ``run`` until the time ``until`` (checking every ``check_every_seconds``); False once stopped."""
-        next_check = time.time() + check_every_seconds
-        while time.time() < until:
-            if cancel.is_set():
-                return False
-            info = run.step()
-            if info is None:
-                return False
-            if on_step is not None:
-                on_step(info)
-            if n_check and time.time() >= next_check:
-                measure(run)
-                next_check = time.time() + check_every_seconds
-        return True
-
-    if len(runs) > 1 and n_check:
-        # The race: each recipe trains for a share of the time, the one whose checks score best goes on.
-        pilot = PILOT_SHARE * max(0.0, deadline - time.time())
-        for run in runs:
-            train(run, time.time() + pilot)
-            if run.trainer.step and (not run.checks or run.checks[-1]["step"] != run.trainer.step):
-                measure(run)
-        winner = max(runs, key=lambda r: r.best_ap)
-        say(f"chose {winner.recipe.name} ({', '.join(f'{r.recipe.name} {r.best_ap:.1f}' for r in runs)})")
-        for run in runs:
-            if run is not winner:
-                run.close()
-        runs = [winner]
-    run = runs[0]
-    train(run, deadline)
-    run.close()
+    run = _race(runs, deadline, measure if n_check else None, check_every_seconds, cancel, on_step, say)
     trainer = run.trainer
     steps = trainer.step
-    if steps and (not run.checks or run.checks[-1]["step"] != steps):
-        measure(run)
     out_of_time = not cancel.is_set()
     best_state, best_step = run.best_state, run.best_step
-    checks = [dict(c, recipe=r.recipe.name) for r in all_runs for c in r.checks]
-    race = {r.recipe.name: (None if r.best_ap < 0 else round(r.best_ap, 2)) for r in all_runs} if len(all_runs) > 1 else {}
+    checks = [dict(c, recipe=r.recipe.name) for r in runs for c in r.checks]
+    race = ({r.recipe.name: (None if r.best_ap < 0 else round(r.best_ap, 2)) for r in runs}
+            if len(runs) > 1 else {})
     after = run.best_ap if (n_check and best_state is not None) else None
 
     candidates = {"start": before, "start, fitted zoom": before_fitted, "fine-tuned": after}
@@ -427,8 +395,9 @@ def fine_tune(items: list[tuple[str, np.ndarray, np.ndarray]], out_dir: str | Pa
         scored = {k: v for k, v in candidates.items() if v is not None and (k == "start" or v >= before + MIN_GAIN)}
         kept = max(scored, key=lambda k: (scored[k], k == "start"))
         reason = {"fine-tuned": "kept the new weights",
-                  "start": "fine-tuning did not help: kept the weights it started from",
-                  "start, fitted zoom": "fine-tuning did not help: kept the start weights at the fitted zoom"}[kept]
+                  "start": f"fine-tuning did not help by {MIN_GAIN:g} AP: kept the weights it started from",
+                  "start, fitted zoom": f"fine-tuning did not help by {MIN_GAIN:g} AP: kept the start weights at "
+                                        "the fitted zoom"}[kept]
 
     out_config = copy.deepcopy(start_config)
     if kept == "fine-tuned":
@@ -454,6 +423,49 @@ def fine_tune(items: list[tuple[str, np.ndarray, np.ndarray]], out_dir: str | Pa
     report.wall_seconds = round(time.time() - t_start, 1)
     atomic_write_text(out_dir / "report.json", json.dumps(report.to_dict(), indent=2))
     return report
+
+
+def _race(runs: list[RecipeRun], deadline: float, measure: Callable[[RecipeRun], None] | None,
+          check_every: float, cancel: threading.Event, on_step: Callable | None,
+          say: Callable[[str], None]) -> RecipeRun:
+    """Train ``runs`` until ``deadline`` and return the one that trained to the end (closed, its last step checked).
+
+    With several runs and check boxes (``measure`` given), each first trains for ``PILOT_SHARE`` of the time
+    left; the one whose checks scored best goes on alone. ``cancel`` stops everything after the current step.
+    """
+
+    def train(run: RecipeRun, until: float) -> None:
+        next_check = time.time() + check_every
+        while time.time() < until and not cancel.is_set():
+            info = run.step()
+            if info is None:
+                return
+            if on_step is not None:
+                on_step(info)
+            if measure is not None and time.time() >= next_check:
+                measure(run)
+                next_check = time.time() + check_every
+
+    def measure_last(run: RecipeRun) -> None:
+        if measure is not None and run.trainer.step and (not run.checks or run.checks[-1]["step"] != run.trainer.step):
+            measure(run)
+
+    if len(runs) > 1 and measure is not None:
+        pilot = PILOT_SHARE * max(0.0, deadline - time.time())
+        for run in runs:
+            train(run, time.time() + pilot)
+            measure_last(run)
+        winner = max(runs, key=lambda r: r.best_ap)
+        say(f"chose {winner.recipe.name} ({', '.join(f'{r.recipe.name} {r.best_ap:.1f}' for r in runs)})")
+        for run in runs:
+            if run is not winner:
+                run.close()
+        runs = [winner]
+    run = runs[0]
+    train(run, deadline)
+    run.close()
+    measure_last(run)
+    return run
 
 
 def boxed_images(annotations: str | Path, images_dir: str | Path,
