@@ -389,23 +389,13 @@ def cmd_export(args) -> int:
 
 
 def cmd_fit_zoom(args) -> int:
-    from .data.coco import load_coco
-    from .data.images import image_planes, read_image
+    from .data.coco import boxed_images, load_coco
     from .predict import Predictor
     from .progress import tqdm_callback
     from .zoom_fit import ZOOM_FACTORS, fit_zoom
 
     predictor = Predictor.from_weights(args.weights, device=args.device, overrides=args.overrides)
-    coco = load_coco(args.data, args.images)
-    items = []
-    for entry in coco.images:
-        if len(entry.boxes_xyxy):
-            image = read_image(entry.path)
-            planes = len(image_planes(image))
-            if planes > 1:
-                raise ValueError(f"{entry.file_name} is a stack of {planes} planes; COCO boxes belong to 2-D images "
-                                 "(the panel's export writes one image per plane)")
-            items.append((image, entry.boxes_xyxy))
+    items = [(image, boxes) for _, image, boxes in boxed_images(load_coco(args.data, args.images))]
     if not items:
         raise ValueError(f"{args.data} has no boxes: draw boxes around a few cells first")
     with tqdm_callback(len(items) * len(ZOOM_FACTORS), "fit-zoom") as progress:
@@ -418,7 +408,7 @@ def cmd_fit_zoom(args) -> int:
 
 
 def cmd_fine_tune(args) -> int:
-    from .finetune import boxed_images, fine_tune
+    from .finetune import boxes_from_coco, fine_tune
 
     if (args.out / "model.pt").exists() and not args.overwrite:
         raise ValueError(f"{args.out} already holds a fine-tuned model.pt: choose another --out or pass --overwrite")
@@ -426,7 +416,7 @@ def cmd_fine_tune(args) -> int:
     def say(line: str) -> None:
         print(f"cellboxify fine-tune: {line}", file=sys.stderr)
 
-    items = boxed_images(args.data, args.images, warn=say)
+    items = boxes_from_coco(args.data, args.images, warn=say)
     report = fine_tune(items, args.out, weights=args.weights, minutes=args.minutes, device=args.device,
                        force=args.force, log=say)
     print(f"{report.summary()}; weights: {args.out / 'model.pt'}")

@@ -468,27 +468,17 @@ def _race(runs: list[RecipeRun], deadline: float, measure: Callable[[RecipeRun],
     return run
 
 
-def boxed_images(annotations: str | Path, images_dir: str | Path,
-                 warn: Callable[[str], None] | None = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+def boxes_from_coco(annotations: str | Path, images_dir: str | Path,
+                    warn: Callable[[str], None] | None = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """``[(file_name, image, boxes_xyxy), ...]`` for the images of a COCO file that have boxes (``fine_tune``'s
-    input); ``warn`` gets a line per kind of annotation skipped. A stack is refused: COCO boxes belong to 2-D
-    images (the panel's project writes one image per plane)."""
-    from .data.coco import load_coco
-    from .data.images import image_planes, read_image
+    input, read by ``data.coco.boxed_images``); ``warn`` gets a line per kind of annotation skipped."""
+    from .data.coco import boxed_images, load_coco
 
     coco = load_coco(annotations, images_dir)
     for reason, count in coco.skipped.items():
         if warn is not None:
             warn(f"skipped {count} annotation(s): {reason}")
-    items = []
-    for entry in coco.images:
-        if len(entry.boxes_xyxy):
-            image = read_image(entry.path)
-            planes = len(image_planes(image))
-            if planes > 1:
-                raise ValueError(f"{entry.file_name} is a stack of {planes} planes; COCO boxes belong to 2-D images "
-                                 "(the panel's export writes one image per plane)")
-            items.append((entry.file_name, image, entry.boxes_xyxy))
+    items = boxed_images(coco)
     if not items:
         raise ValueError(f"{annotations} has no usable boxes: draw boxes around the cells of one part of an image")
     return items

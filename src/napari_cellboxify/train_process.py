@@ -44,9 +44,9 @@ def _train(config_dict: dict, ann_path: str, images_dir: str, run_dir: str, init
 
 
 def _fine_tune(ann_path: str, images_dir: str, run_dir: str, out_q, cancel, **settings):
-    from .finetune import boxed_images, fine_tune
+    from .finetune import boxes_from_coco, fine_tune
 
-    return fine_tune(boxed_images(ann_path, images_dir), run_dir, on_step=lambda info: out_q.put(("step", info)),
+    return fine_tune(boxes_from_coco(ann_path, images_dir), run_dir, on_step=lambda info: out_q.put(("step", info)),
                      cancel=cancel, **settings)
 
 

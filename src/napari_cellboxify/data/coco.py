@@ -20,7 +20,7 @@ import numpy as np
 from ..config import CellBoxifyConfig
 from .annotated_area import annotated_area, crop_to_area
 from .dataset import Sample
-from .images import read_image
+from .images import image_planes, read_image
 from .transforms import ImageError, normalize_image
 
 
@@ -144,6 +144,22 @@ def load_coco(path: str | Path, images_dir: str | Path, require_images: bool = T
     clean = dict(data, images=clean_images, annotations=clean_anns)
     clean.setdefault("categories", [{"id": 1, "name": "cell"}])
     return CocoFile(path, images_dir, list(images.values()), clean, skipped)
+
+
+def boxed_images(coco: CocoFile) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """``[(file_name, image, boxes_xyxy), ...]`` for the images of ``coco`` that have boxes, read in order (an
+    empty list when none has). A stack is refused: COCO boxes belong to 2-D images (the panel's export and
+    fine-tuning project write one image per plane)."""
+    items = []
+    for entry in coco.images:
+        if len(entry.boxes_xyxy):
+            image = read_image(entry.path)
+            planes = len(image_planes(image))
+            if planes > 1:
+                raise ValueError(f"{entry.file_name} is a stack of {planes} planes; COCO boxes belong to 2-D images "
+                                 "(the panel's export writes one image per plane)")
+            items.append((entry.file_name, image, entry.boxes_xyxy))
+    return items
 
 
 def _annotation_problem(ann: Any, images: dict[int, CocoImage]) -> str | None:
