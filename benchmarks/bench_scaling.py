@@ -15,12 +15,21 @@ not on what the weights are.
     python benchmarks/bench_scaling.py [--cells 50,250,500,1000,2000] [--sizes 512,1024,2048,4096] [--device cpu]
 
 Writes a table into benchmarks/RESULTS.md and a plot to benchmarks/scaling.png.
+
+- image side, end to end (``--sides 2048,5000,10000,20000``): ``cellboxify predict`` with the shipped weights
+  (label TIFF, COCO, CSV) on a slide-scan-like 8-bit TIFF (tiled, zlib) of side S: a blank field holding the
+  same four LIVECell val fields (704x520) wherever S is, so that the cells stay the same and only the image
+  grows. Peak RSS and wall time of the whole command, each side in a fresh process; section "Peak memory
+  against image side", plot scaling_sides.png. Needs ../shared/data/livecell-mini.
+
+    python benchmarks/bench_scaling.py --sides 2048,5000,10000,20000 --cells "" --sizes ""
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import resource
 import subprocess
 import sys
@@ -96,12 +105,19 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", default="512,1024,2048,4096")
     parser.add_argument("--backbone", default="resnet50")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--sides", default="", help="end-to-end predict on scans of these sides (px)")
     parser.add_argument("--point", nargs=2, metavar=("KIND", "VALUE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.point:  # child mode: one measurement, JSON on stdout
         print(json.dumps(_point(args.point[0], int(args.point[1]), args.backbone, args.device)))
         return 0
 
+    if args.sides:
+        sides = [int(v) for v in args.sides.split(",") if v]
+        if not _sides(sides):
+            return 1
+        if not (args.cells or args.sizes):
+            return 0
     rows = []
     for kind, values in (("cells", args.cells), ("size", args.sizes)):
         for value in [int(v) for v in values.split(",") if v]:
@@ -143,6 +159,103 @@ def main(argv=None) -> int:
     lines.append(f"Plot: [{png}]({png})")
     write_section(f"Scaling ({args.backbone}, {args.device})", "\n".join(lines))
     return 0
+
+
+LIVECELL_VAL = HERE.parents[1] / "shared" / "data" / "livecell-mini" / "val" / "images"
+
+
+def _scan(path: Path, side: int, fields: list[np.ndarray], tile: int = 512) -> None:
+    """A blank side² 8-bit scan with ``fields`` pasted near its centre, written tile by tile (tiled, zlib)."""
+    import tifffile
+
+    canvas_h = sum(f.shape[0] for f in fields[:2]) + 64
+    canvas_w = sum(f.shape[1] for f in fields[::2][:1]) * 2 + 64
+    y0, x0 = max(0, side // 2 - canvas_h // 2), max(0, side // 2 - canvas_w // 2)
+    spots = [(y0 + (i // 2) * (fields[0].shape[0] + 64), x0 + (i % 2) * (fields[0].shape[1] + 64)) for i in range(len(fields))]
+
+    def tiles():
+        for ty in range(0, side, tile):
+            for tx in range(0, side, tile):
+                out = np.zeros((tile, tile), np.uint8)
+                for (fy, fx), field in zip(spots, fields):
+                    a, b = max(ty, fy), min(ty + tile, fy + field.shape[0], side)
+                    c, d = max(tx, fx), min(tx + tile, fx + field.shape[1], side)
+                    if a < b and c < d:
+                        out[a - ty:b - ty, c - tx:d - tx] = field[a - fy:b - fy, c - fx:d - fx]
+                yield out
+
+    tifffile.imwrite(path, tiles(), shape=(side, side), dtype=np.uint8, tile=(tile, tile), compression="zlib")
+
+
+def _sides(sides: list[int]) -> bool:
+    import tempfile
+
+    from napari_cellboxify.data.images import read_image
+
+    names = sorted(LIVECELL_VAL.glob("*.tif"))[:4] if LIVECELL_VAL.is_dir() else []
+    if len(names) < 4:
+        print(f"skipped: LIVECell val images not found at {LIVECELL_VAL}")
+        return True
+    fields = [read_image(n).astype(np.uint8) for n in names]
+    code = ("import resource, sys, time; from napari_cellboxify.cli import main; t0 = time.perf_counter(); "
+            "rc = main(sys.argv[1:]); print('POINT', time.perf_counter() - t0, "
+            "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024); sys.exit(rc)")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for side in sides:
+            path = Path(tmp) / f"scan_{side}.tif"
+            _scan(path, side, fields)
+            out = Path(tmp) / f"out_{side}"
+            res = subprocess.run([sys.executable, "-c", code, "predict", str(path), "--out", str(out),
+                                  "--format", "tiff,coco,csv"], capture_output=True, text=True, check=False)
+            if res.returncode != 0:
+                print(res.stderr[-2000:], file=sys.stderr)
+                return False
+            seconds, rss = (float(v) for v in res.stdout.split("POINT")[-1].split())
+            cells = re.search(r"(\d+) cell\(s\)", res.stdout).group(1)
+            rows.append({"side": side, "seconds": seconds, "peak_rss_mb": rss, "cells": int(cells),
+                         "file_mb": path.stat().st_size / 2**20})
+            print(rows[-1], flush=True)
+            path.unlink()
+    lines = ["`cellboxify predict --format tiff,coco,csv` with the shipped weights on a blank 8-bit scan (tiled "
+             "TIFF, zlib) holding the same four LIVECell val fields at every side: the cells stay, the image grows. "
+             "Each side in a fresh process; peak RSS and wall time of the whole command (reading, tiles, label "
+             "TIFF, COCO, CSV).", "",
+             "| side (px) | megapixels | file MB | cells | seconds | peak RSS MB |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['side']:,} | {r['side'] ** 2 / 1e6:.0f} | {r['file_mb']:.1f} | {r['cells']} | "
+                     f"{r['seconds']:.0f} | {r['peak_rss_mb']:.0f} |")
+    if len(rows) >= 2:
+        x = [r["side"] ** 2 for r in rows]
+        lines += ["", f"peak RSS grows as pixels^{_growth(x, [r['peak_rss_mb'] for r in rows]):.2f}, time as "
+                  f"pixels^{_growth(x, [r['seconds'] for r in rows]):.2f} (log-log slopes; 0 = flat, 1 = linear)."]
+    _plot_sides(rows, HERE / "scaling_sides.png")
+    lines += ["", "Plot: [scaling_sides.png](scaling_sides.png)"]
+    write_section("Peak memory against image side", "\n".join(lines))
+    return True
+
+
+def _plot_sides(rows, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    sides = [r["side"] for r in rows]
+    ax.plot(sides, [r["peak_rss_mb"] for r in rows], "s--", color="tab:red", label="peak RSS MB")
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("image side (px)")
+    ax.set_ylabel("peak RSS (MB)", color="tab:red")
+    twin = ax.twinx()
+    twin.plot(sides, [r["seconds"] for r in rows], "o-", label="seconds")
+    twin.set_ylim(bottom=0)
+    twin.set_ylabel("seconds")
+    ax.set_title("cellboxify predict on a scan, same cells")
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    tmp.replace(path)
 
 
 def _plot(rows, path: Path) -> None:

@@ -1,8 +1,9 @@
 """Screenshot of the CellBoxify panel on a real LIVECell val image with its predicted masks (docs/widget.png).
 
-    xvfb-run -a python scripts/screenshot.py [--weights FILE] [--out docs/widget.png]
+    xvfb-run -a python scripts/screenshot.py --out docs/widget.png [--weights FILE] [--image NAME]
 
-Without --weights it uses the shipped default weights.
+Without --weights it uses the shipped default weights. ``--out`` has no default: the committed picture is
+replaced only when asked for by name.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ VAL = REPO.parent / "shared" / "data" / "livecell-mini" / "val"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--weights", type=Path)
-    parser.add_argument("--image", default="A172_Phase_C7_1_01d12h00m_3.tif")
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "widget.png")
+    parser = argparse.ArgumentParser(
+        description="Take a screenshot of napari with the CellBoxify panel after Segment image on a LIVECell val "
+        "image (what docs/widget.png shows). Needs a display: run it under xvfb-run -a.")
+    parser.add_argument("--out", type=Path, required=True, help="PNG to write (docs/widget.png for the README's)")
+    parser.add_argument("--weights", type=Path, help="weights file (default: the shipped weights)")
+    parser.add_argument("--image", default="A172_Phase_C7_1_01d12h00m_3.tif",
+                        help="file name in ../shared/data/livecell-mini/val/images (default: %(default)s)")
     args = parser.parse_args()
 
     import napari

@@ -1,4 +1,5 @@
 
+import numpy as np
 import pytest
 import torch
 
@@ -44,11 +45,40 @@ def test_truncated_file_is_refused(weights):
 def test_wrong_file_is_refused(tmp_path):
     path = tmp_path / "notes.pt"
     path.write_text("hello")
-    with pytest.raises(CheckpointError, match="not a readable PyTorch file"):
+    with pytest.raises(CheckpointError, match="not a weights file"):
         load_model(path)
     torch.save({"state_dict": {}}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not a CellBoxify weights file"):
         load_model(tmp_path / "other.pt")
+
+
+def test_random_bytes_and_a_plain_pickle_get_one_line_and_no_torch_notes(tmp_path, recwarn):
+    import pickle
+
+    (tmp_path / "random.pt").write_bytes(np.random.default_rng(0).bytes(1 << 20))
+    with open(tmp_path / "plain.pkl", "wb") as handle:
+        pickle.dump({"model": {}, "config": {}}, handle)
+    for name in ("random.pt", "plain.pkl"):
+        with pytest.raises(CheckpointError) as info:
+            load_model(tmp_path / name)
+        message = str(info.value)
+        assert "not a weights file" in message and "\n" not in message and "PyTorch 2.6" not in message
+    assert not [w for w in recwarn if "pickle protocol" in str(w.message)]
+
+
+@pytest.mark.parametrize("damage, says", [
+    (lambda state: {k: 1 for k in state}, "is of type int, not a tensor"),
+    (lambda state: list(state.values()), "are a list, not named tensors"),
+    (lambda state: {i: v for i, v in enumerate(state.values())}, "a weight is named 0"),
+])
+def test_a_weights_file_with_damaged_tensors_is_named_as_damaged(tmp_path, weights, damage, says):
+    path, _, _ = weights
+    data = torch.load(path, weights_only=True)
+    data["model"] = damage(data["model"])
+    torch.save(data, tmp_path / "damaged.pt")
+    with pytest.raises(CheckpointError, match="damaged") as info:
+        load_model(tmp_path / "damaged.pt")
+    assert says in str(info.value)
 
 
 class _Evil:

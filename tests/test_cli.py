@@ -46,7 +46,7 @@ def test_bad_arguments_get_one_line_and_exit_2(args):
 def test_a_bad_config_override_is_named_in_one_line(tmp_path):
     result = _cli("train", "--data", tmp_path / "a.json", "--images", tmp_path, "--out", tmp_path / "run",
                   "--set", "loss.no_such_weight=2")
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "no_such_weight" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     # predict's --set changes inference settings only: another architecture is refused, also in one line
     import numpy as np
@@ -189,6 +189,7 @@ def test_resume_continues_where_it_stopped(tmp_path):
     result = _cli(*base, "--resume", "--steps", "3")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "resumed at step 2" in result.stderr
+    assert "trained 1 step (from step 2 to 3 of 3)" in result.stdout, result.stdout
     lines = (run / "loss_log.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 2, 3]
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import pickle
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -45,17 +47,33 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"weights file not found: {path}")
     if path.is_dir():
         raise CheckpointError(f"expected a weights file, got a folder: {path}")
+    # torch.save has written zip archives since PyTorch 1.6, and every file of this package is one: anything
+    # else (random bytes, a plain pickle) is refused before the unpickler sees it and adds its own notes.
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path} is not a weights file (not a complete PyTorch archive: truncated or corrupt, "
+                              "or not written by torch.save)")
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's pickle-protocol notes say nothing a user can act on
+            data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"refused to load {path}: it contains Python objects that could run code (weights_only=True) — "
-            f"{str(exc).splitlines()[0]}"
-        ) from None
+        detail = next((line.split(":", 1)[1].strip() for line in str(exc).splitlines()
+                       if line.startswith("WeightsUnpickler error:")), "")
+        raise CheckpointError(f"refused to load {path}: it contains Python objects that could run code"
+                              + (f" ({detail})" if detail else "")) from None
     except Exception as exc:  # torch.load raises many types on garbage (KeyError, RuntimeError, EOFError, ...)
-        raise CheckpointError(f"{path} is not a readable PyTorch file (truncated or corrupt?): {exc}") from None
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path} is not a readable PyTorch file (truncated or corrupt?): {first}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT or "model" not in data or "config" not in data:
         raise CheckpointError(f"{path} is not a CellBoxify weights file (no model/config inside)")
+    state = data["model"]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is damaged: its weights are a {type(state).__name__}, not named tensors")
+    for key, value in state.items():
+        if not isinstance(key, str):
+            raise CheckpointError(f"{path} is damaged: a weight is named {key!r}, not by its layer")
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{path} is damaged: weight {key!r} is of type {type(value).__name__}, not a tensor")
     return data
 
 

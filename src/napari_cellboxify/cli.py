@@ -8,10 +8,12 @@ code 1. No traceback reaches the user unless CELLBOXIFY_DEBUG=1.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 from .config import TTA_MODES
@@ -67,6 +69,29 @@ def _pixel_size(text: str) -> tuple[float, float]:
     return (values[0], values[-1])
 
 
+def _override(text: str) -> str:
+    """A ``--set`` value checked against the config schema here, so that a typo is exit 2 before weights load."""
+    from .config import CellBoxifyConfig, ConfigError, apply_overrides
+
+    try:
+        apply_overrides(CellBoxifyConfig(), [text])
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+PREDICT_FORMATS = ("tiff", "coco", "csv", "boxes")
+
+
+def _formats(text: str) -> frozenset[str]:
+    formats = frozenset(f.strip().lower() for f in text.split(",") if f.strip())
+    unknown = formats - set(PREDICT_FORMATS)
+    if unknown or not formats:
+        raise argparse.ArgumentTypeError(f"unknown format {', '.join(sorted(unknown)) or repr(text)} "
+                                         f"(choose from {', '.join(PREDICT_FORMATS)})")
+    return formats
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cellboxify", description="Instance masks of cells from a model trained on boxes.")
     parser.add_argument("--version", action="version", version=_version())
@@ -85,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init", type=Path, help="start from these weights (fine-tuning); default: backbone init")
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     t.add_argument("--steps", type=_positive_int, help="total training steps (overrides the config)")
-    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+    t.add_argument("--set", dest="overrides", action="append", default=[], type=_override,
+                   metavar="SECTION.KEY=VALUE",
                    help="override one config value, e.g. --set loss.unary_weight=4 (repeatable; after --config)")
     t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None, help="default: auto")
     t.add_argument("--pseudo-labels", type=Path, metavar="BOXES_JSON",
@@ -105,14 +131,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
 
     p = sub.add_parser("predict", help="segment images; write label TIFFs, COCO and/or CSV",
-                       description="Segment every cell of the given images (files or folders).")
+                       description="Segment every cell of the given images (files or folders). Writes "
+                       "NAME_labels.tif, NAME_cells.csv, predictions_coco.json and boxes.json (by --format) into "
+                       "--out, and refuses an --out that already holds one of them unless --overwrite.")
     p.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE_OR_DIR")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--weights", type=Path, help="weights file (default: the shipped weights)")
-    p.add_argument("--format", default="tiff", help="comma-separated: tiff, coco, csv, boxes (default: tiff); boxes writes the "
+    p.add_argument("--format", type=_formats, default=frozenset({"tiff"}), help="comma-separated: tiff, coco, csv, boxes (default: tiff); boxes writes the "
                    "detected boxes with their scores as COCO (boxes.json: to review, or as pseudo-labels)")
     p.add_argument("--tile", type=_positive_int, help="segment in tiles of this size (px); default: tiles of "
                    "1024 for images with a side over 2048 px, else the whole image at once")
+    p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in --out")
     p.add_argument("--overlap", type=_nonneg_int, default=128, help="tile overlap (px, default 128)")
     p.add_argument("--score-threshold", type=_score, default=0.5, help="minimum detection score (default 0.5)")
     p.add_argument("--pixel-size", type=_pixel_size, metavar="UM",
@@ -134,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--data", required=True, type=Path, help="COCO file with your boxes (e.g. the panel's export)")
     z.add_argument("--images", required=True, type=Path, help="folder the COCO file_names are relative to")
     z.add_argument("--weights", type=Path, help="weights file (default: the shipped weights)")
-    z.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+    z.add_argument("--set", dest="overrides", action="append", default=[], type=_override,
+                   metavar="SECTION.KEY=VALUE",
                    help="inference settings, e.g. --set model.image_scale=0.5 to search around 0.5 (repeatable)")
     z.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
 
@@ -171,8 +201,8 @@ def _minutes(text: str) -> float:
 
 def _add_inference_overrides(verb: argparse.ArgumentParser) -> None:
     """``--set`` for the verbs that load weights (evaluate, predict): inference settings only."""
-    verb.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                      help="override an inference setting of the weights' config, e.g. --set model.image_scale=0.5 "
+    verb.add_argument("--set", dest="overrides", action="append", default=[], type=_override,
+                      metavar="SECTION.KEY=VALUE", help="override an inference setting of the weights' config, e.g. --set model.image_scale=0.5 "
                       "for images whose cells are twice LIVECell's size in pixels (repeatable)")
     verb.add_argument("--tta", choices=TTA_MODES, default=None,
                       help="test-time augmentation: segment flipped/turned (and zoomed) copies and merge them; "
@@ -197,6 +227,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb is None:
         parser.print_help()
         return 0
+
+    library_warning = warnings.showwarning
+
+    def one_line(message, category, *rest, **kwargs):  # this package's warnings are one line, as its errors are
+        if not category.__module__.startswith(__package__):
+            return library_warning(message, category, *rest, **kwargs)
+        print(f"cellboxify {args.verb}: warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = one_line
     try:
         # train / evaluate / predict write into the folder --out; checked before any model is loaded
         if args.verb in ("train", "evaluate", "predict", "fine-tune"):
@@ -260,19 +299,27 @@ def cmd_train(args) -> int:
         print(f"cellboxify train: rank {trainer.rank}/{trainer.world} finished {result.steps_done} steps",
               file=sys.stderr)
     if trainer.rank == 0:
-        print(f"trained {result.steps_done} steps in {result.wall_seconds:.0f} s; weights: {result.weights}")
+        # a resumed run counts what this run trained, and says where the schedule stands
+        resumed = f" (from step {result.first_step} to {result.steps_done} of {config.train.steps})" \
+            if result.first_step else ""
+        n = result.steps_this_run
+        print(f"trained {n} step{'' if n == 1 else 's'}{resumed} in {result.wall_seconds:.0f} s; weights: {result.weights}")
     return 0
 
 
 def cmd_evaluate(args) -> int:
     from .data.coco import load_coco
-    from .evaluate import evaluate, oracle_box_iou
+    from .evaluate import check_scorable, evaluate, oracle_box_iou
     from .io_utils import atomic_write_text
     from .predict import Predictor
     from .progress import tqdm_callback
 
-    predictor = Predictor.from_weights(args.weights, device=args.device, overrides=_with_tta(args))
     coco = load_coco(args.data, args.images)
+    for reason, count in coco.skipped.items():
+        print(f"cellboxify evaluate: skipped {count} annotation(s): {reason}", file=sys.stderr)
+    if not args.oracle_boxes:
+        check_scorable(coco)  # before the weights load
+    predictor = Predictor.from_weights(args.weights, device=args.device, overrides=_with_tta(args))
     with tqdm_callback(len(coco.images), "evaluate") as progress:
         if args.oracle_boxes:
             metrics = {"oracle_boxes": oracle_box_iou(predictor, coco, progress)}
@@ -280,6 +327,8 @@ def cmd_evaluate(args) -> int:
             metrics = evaluate(predictor, coco, progress)
     metrics["weights"] = str(args.weights) if args.weights else "default"
     metrics["tta"] = predictor.tta  # the same weights score differently with test-time augmentation
+    # what was left out of the score, so that metrics.json alone says what it measured
+    metrics["skipped_annotations"] = dict(coco.skipped)
     for line in format_metrics(metrics):
         print(line)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -309,52 +358,72 @@ def format_metrics(metrics: dict) -> list[str]:
 def cmd_predict(args) -> int:
     import numpy as np
 
-    from .data.images import image_planes, read_image, read_pixel_size
-    from .export import boxes_coco, plane_name, write_coco, write_label_tiff, write_measurements_csv
+    from .data.images import TiffRegions, image_planes, open_image, read_pixel_size
+    from .export import (boxes_coco, plane_name, write_coco, write_label_tiff, write_measurements_csv,
+                         write_prediction_csv, write_prediction_tiff)
     from .io_utils import atomic_write_text
-    from .predict import Predictor, iter_image_files
+    from .predict import LARGE_SIDE, Predictor, iter_image_files
     from .progress import tqdm_callback
 
-    formats = {f.strip().lower() for f in args.format.split(",") if f.strip()}
-    unknown = formats - {"tiff", "coco", "csv", "boxes"}
-    if unknown or not formats:
-        print(f"cellboxify predict: error: unknown --format {', '.join(sorted(unknown)) or args.format!r} "
-              "(choose from tiff, coco, csv, boxes)", file=sys.stderr)
-        return EXIT_USAGE
+    formats = args.format
     files = iter_image_files(args.inputs)
     if not files:
         raise ValueError("no image files found in the given inputs")
+    if not args.overwrite:
+        earlier = _earlier_outputs(args.out, files, formats)
+        if earlier:
+            raise ValueError(f"{args.out} already holds {earlier[0].name}" + (f" and {len(earlier) - 1} more output(s)"
+                             if len(earlier) > 1 else "") + " of an earlier run: choose another --out or pass --overwrite")
     predictor = Predictor.from_weights(args.weights, device=args.device, score_threshold=args.score_threshold,
                                        overrides=_with_tta(args))
     args.out.mkdir(parents=True, exist_ok=True)
+    # COCO is written at the end from the predictions (outlines: small), not from label images kept per plane
     coco_items, coco_scores, box_items, box_scores = [], [], [], []
-    total, calibrated = len(files), 0
-    with tqdm_callback(total, "predict") as progress:
+    calibrated, cells = 0, 0
+    # The bar counts tiles: a plane segmented at once is one, a large one as many as it has tiles.
+    units = {"done": 0, "total": len(files)}
+    with tqdm_callback(units["total"], "predict") as progress:
+        def plane_progress(done: int, total: int) -> None:
+            units["plane"] = total
+            progress(units["done"] + done, units["total"] - 1 + total)
+
         for path in files:
-            image = read_image(path)
+            image = open_image(path)  # a large TIFF is read tile by tile
             pixel_size = args.pixel_size or read_pixel_size(path)
             if pixel_size is not None:
                 calibrated += 1
             # A stack (T/Z, H, W) is segmented plane by plane, as the panel's "all slices" does: one label stack
             # of the same shape, and one CSV / COCO image per plane named like the panel's export (NAME_t).
-            planes = image_planes(image)
-            total += len(planes) - 1  # the bar counts planes
+            planes = [((), image)] if isinstance(image, TiffRegions) else image_planes(image)
+            units["total"] += len(planes) - 1
             stack = []
             for index, plane in planes:
                 name = plane_name(path.stem, index)
                 file_name = f"{name}.tif" if index else path.name
-                pred = predictor.segment(plane, tile=args.tile, overlap=args.overlap)
-                labels = pred.labels()
-                stack.append(labels)
-                if "csv" in formats:
-                    write_measurements_csv(args.out / f"{name}_cells.csv", labels, plane,
-                                           **({"pixel_size": pixel_size, "unit": "um"} if pixel_size else {}))
-                coco_items.append((file_name, labels))
+                pred = predictor.segment(plane, tile=args.tile, overlap=args.overlap, progress=plane_progress)
+                tiles = units.pop("plane", 1)
+                units["total"] += tiles - 1
+                units["done"] += tiles
+                # one plane past LARGE_SIDE² is written window by window, never as a whole label image
+                large = len(planes) == 1 and pred.shape[0] * pred.shape[1] > LARGE_SIDE * LARGE_SIDE
+                calibration = {"pixel_size": pixel_size, "unit": "um"} if pixel_size else {}
+                if large:
+                    if "csv" in formats:
+                        write_prediction_csv(args.out / f"{name}_cells.csv", pred, plane, **calibration)
+                    if "tiff" in formats:
+                        write_prediction_tiff(args.out / f"{path.stem}_labels.tif", pred, pixel_size)
+                else:
+                    labels = pred.labels()
+                    stack.append(labels)
+                    if "csv" in formats:
+                        write_measurements_csv(args.out / f"{name}_cells.csv", labels, plane, **calibration)
+                coco_items.append((file_name, pred))
+                cells += len(pred)
                 coco_scores.append(dict(zip(pred.label_ids().tolist(), pred.scores.tolist())))
                 box_items.append((file_name, pred.shape, pred.boxes_xyxy))
                 box_scores.append(pred.scores)
-                progress(len(coco_items), total)
-            if "tiff" in formats:
+                progress(units["done"], units["total"])
+            if "tiff" in formats and stack:
                 leading = image.shape[:len(planes[0][0])]  # () for one plane
                 write_label_tiff(args.out / f"{path.stem}_labels.tif", np.stack(stack).reshape(leading + stack[0].shape),
                                  pixel_size)
@@ -369,8 +438,22 @@ def cmd_predict(args) -> int:
         sizes = ("; pixel size (µm) read from every file" if calibrated == len(files) else
                  f"; pixel size (µm) read from {calibrated} of {len(files)} files, the others in pixels only"
                  if calibrated else "; no pixel size in the files: sizes in pixels (give --pixel-size for µm)")
-    print(f"segmented {len(files)} image(s){stacks} into {args.out}{sizes}")
+    print(f"segmented {len(files)} image(s){stacks} into {args.out}: {cells} cell(s){sizes}")
     return 0
+
+
+def _earlier_outputs(out: Path, files: list[Path], formats: frozenset[str]) -> list[Path]:
+    """The files in ``out`` that predicting ``files`` in ``formats`` would replace (a stack's CSVs included)."""
+    if not out.is_dir():
+        return []
+    found = []
+    for path in files:
+        if "tiff" in formats:
+            found.append(out / f"{path.stem}_labels.tif")
+        if "csv" in formats:
+            found += [out / f"{path.stem}_cells.csv", *out.glob(f"{glob.escape(path.stem)}_*_cells.csv")]
+    found += [out / name for fmt, name in (("coco", "predictions_coco.json"), ("boxes", "boxes.json")) if fmt in formats]
+    return [f for f in dict.fromkeys(found) if f.exists()]
 
 
 def cmd_export(args) -> int:

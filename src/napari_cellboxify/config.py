@@ -125,6 +125,10 @@ class DataConfig:
     rot90: bool = True
     crop_size: int | None = 384  # random crops bound the per-step cost on CPU; None trains on whole images
     min_box_size: float = 2.0  # boxes smaller than this (px, after crop) are dropped
+    # At most this many boxes train in one crop (a random subset beyond it, with a warning): the detector's
+    # matching compares every anchor with every box, so memory would follow the boxes of a crowded file. A
+    # 320 px crop of LIVECell's densest image holds about 400.
+    max_boxes_per_crop: int = 1000
     # "boxes": each labelled image trains only inside the rectangle that holds its boxes (plus half a median box
     # side), so that the unboxed rest of a partly annotated image is not taught as background
     # (data/annotated_area.py). "image": the whole image, for files that box every cell everywhere.
@@ -249,6 +253,7 @@ class CellBoxifyConfig:
             (0 <= lo.min_fill < 1, "loss.min_fill must be in [0, 1)"),
             (lo.inv_smoothness > 0, "loss.inv_smoothness must be > 0"),
             (d.crop_size is None or d.crop_size >= 32, "data.crop_size must be None or >= 32"),
+            (d.max_boxes_per_crop >= 1, "data.max_boxes_per_crop must be >= 1"),
             (d.annotated_area in ("boxes", "image"), "data.annotated_area must be boxes or image"),
             (len(d.train_sizes) > 0, "data.train_sizes must not be empty"),
             (0.0 <= d.pseudo_ignore_thresh <= d.pseudo_score_thresh <= 1.0,

@@ -35,7 +35,8 @@ def run_headless(out: Path) -> int:
         path = out / "synthetic_sample.tif"
         tifffile.imwrite(path, synthetic_cells((384, 512), 60, (8.0, 20.0), seed=2024).image)
     print(f"demo: segmenting {path}")
-    return cli_main(["predict", str(path), "--out", str(out), "--format", "tiff,coco,csv"])
+    # the demo's own folder: a second run replaces the first's outputs
+    return cli_main(["predict", str(path), "--out", str(out), "--format", "tiff,coco,csv", "--overwrite"])
 
 
 def run_gui() -> int:

@@ -15,8 +15,8 @@ from typing import Callable
 import numpy as np
 
 from .data.coco import CocoFile
-from .data.images import read_image
-from .geometry import box_inscribed_ellipse, box_polygon, mask_iou, polygon_to_mask
+from .data.images import open_image, read_image
+from .geometry import box_inscribed_ellipse, box_polygon, mask_iou, polygon_to_mask, polygon_window
 from .predict import Prediction, Predictor
 
 MAX_DETS = [100, 500, 2000]
@@ -28,6 +28,15 @@ def cell_type(file_name: str) -> str | None:
     """LIVECell names start with the cell line: ``A172_Phase_C7_1_...`` -> ``A172``."""
     stem = Path(file_name).name
     return stem.split("_Phase")[0] if "_Phase" in stem else None
+
+
+def image_group(entry: dict) -> str | None:
+    """The group an image is scored in besides the whole set: its COCO entry's ``cell_type`` (Sartorius), else
+    its ``modality`` (DSB2018: fluorescence or brightfield), else the cell line in a LIVECell file name."""
+    for key in ("cell_type", "modality"):
+        if isinstance(entry.get(key), str) and entry[key]:
+            return entry[key]
+    return cell_type(str(entry.get("file_name", "")))
 
 
 def coco_eval(gt, detections: list[dict], iou_type: str, image_ids: list[int] | None = None,
@@ -77,14 +86,12 @@ def coco_eval(gt, detections: list[dict], iou_type: str, image_ids: list[int] | 
 
 def prediction_to_coco(pred: Prediction, image_id: int) -> list[dict]:
     """Detections in COCO result format, masks as RLE (pycocotools), one entry per instance."""
-    from pycocotools import mask as mask_utils
+    from .export import window_rle
 
     out = []
-    h, w = pred.shape
     for poly, box, score in zip(pred.polygons_xy, pred.boxes_xyxy, pred.scores):
-        mask = np.asfortranarray(polygon_to_mask(poly, (h, w)).astype(np.uint8))
-        rle = mask_utils.encode(mask)
-        rle["counts"] = rle["counts"].decode("ascii")
+        y0, x0, mask = polygon_window(poly, pred.shape)  # memory per cell, not per image
+        rle = window_rle(mask, y0, x0, pred.shape)
         x1, y1, x2, y2 = (float(v) for v in box)
         out.append({"image_id": image_id, "category_id": 1, "bbox": [x1, y1, x2 - x1, y2 - y1],
                     "score": float(score), "segmentation": rle})
@@ -118,8 +125,9 @@ def evaluate_detections(coco: CocoFile, detections: list[dict]) -> dict:
     if skipped:
         metrics["segm_skipped"] = skipped
     types: dict[str, list[int]] = {}
+    entries = {entry.get("id"): entry for entry in coco.data["images"]}
     for image in coco.images:
-        kind = cell_type(image.file_name)
+        kind = image_group(entries.get(image.id, {"file_name": image.file_name}))
         if kind:
             types.setdefault(kind, []).append(image.id)
     if types:
@@ -130,14 +138,29 @@ def evaluate_detections(coco: CocoFile, detections: list[dict]) -> dict:
     return metrics
 
 
+# COCOeval compares every annotated cell of an image with each of up to 2,000 detections (and, for masks, their
+# RLEs): time and memory grow with their product. The densest LIVECell image holds about 3,000 cells.
+MAX_CELLS_PER_IMAGE = 10_000
+
+
+def check_scorable(coco: CocoFile) -> None:
+    """Refuse, before any image is segmented, a file that COCOeval could not score in bounded memory and time."""
+    worst = max(coco.images, key=lambda image: len(image.ann_ids), default=None)
+    if worst is not None and len(worst.ann_ids) > MAX_CELLS_PER_IMAGE:
+        raise ValueError(f"{worst.file_name} has {len(worst.ann_ids):,} annotated cells; evaluate scores at most "
+                         f"{MAX_CELLS_PER_IMAGE:,} per image (each is compared with up to {MAX_DETS[-1]:,} "
+                         "detections): split the image and its annotations into parts")
+
+
 def evaluate(predictor: Predictor, coco: CocoFile, progress: Callable[[int, int], None] | None = None,
              score_threshold: float = 0.05) -> dict:
     """Segment every image of ``coco`` and score the result against its annotations."""
     if not coco.data["annotations"]:  # COCOeval would report AP 0 (its -1, "undefined", clipped): say it instead
         raise ValueError(f"{coco.path} has no annotated cells to evaluate against")
+    check_scorable(coco)
     detections = []
     for i, image in enumerate(coco.images):
-        pred = predictor.segment(read_image(image.path), score_threshold=score_threshold)
+        pred = predictor.segment(open_image(image.path), score_threshold=score_threshold)
         detections += prediction_to_coco(pred, image.id)
         if progress:
             progress(i + 1, len(coco.images))

@@ -19,6 +19,17 @@ def polygon_to_mask(polygon_xy: np.ndarray, shape: tuple[int, int]) -> np.ndarra
     return mask
 
 
+def polygon_window(polygon_xy: np.ndarray, shape: tuple[int, int]) -> tuple[int, int, np.ndarray]:
+    """``(y0, x0, mask)``: ``polygon_to_mask(polygon_xy, shape)`` cut to the rectangle around the polygon, made
+    without the full-size mask (the same pixels: the offset is subtracted exactly, in float64)."""
+    h, w = shape
+    poly = np.asarray(polygon_xy, dtype=np.float64)
+    x0, y0 = (int(min(lim, max(0, np.floor(v)))) for v, lim in zip(poly.min(axis=0), (w, h)))
+    x1, y1 = (int(min(lim, max(0, np.ceil(v) + 1))) for v, lim in zip(poly.max(axis=0), (w, h)))
+    x1, y1 = max(x1, x0), max(y1, y0)
+    return y0, x0, polygon_to_mask(poly - np.array([x0, y0]), (y1 - y0, x1 - x0))
+
+
 def resample_polygon(flat_xy, num_vertices: int) -> np.ndarray:
     """A COCO polygon ``[x0, y0, x1, y1, ...]`` -> (num_vertices, 2) points evenly spaced along its outline."""
     points = np.asarray(flat_xy, dtype=np.float64).reshape(-1, 2)

@@ -62,7 +62,8 @@ def atomic_write_with(path: str | Path, writer: Callable[[Path], None], suffix: 
 
 def check_folder(path: str | Path, what: str) -> Path:
     """``path`` as a folder to write into (made later if missing), or a ValueError naming ``what`` when it or a
-    folder above it is a file (mkdir would say only "[Errno 17] File exists" or "Not a directory")."""
+    folder above it is a file (mkdir would say only "[Errno 17] File exists" or "Not a directory"), or when
+    nothing can be written there (read-only folder or file system): found now, not after a long run."""
     path = Path(path).expanduser()
     for folder in (path, *path.parents):
         if folder.exists():
@@ -70,8 +71,24 @@ def check_folder(path: str | Path, what: str) -> Path:
                 raise ValueError(f"{what} {path} is a file; give a folder (it is made if missing)")
             if not folder.is_dir():
                 raise ValueError(f"{what} {path} cannot be made: {folder} is a file")
+            if not _writable(folder):
+                where = "" if folder == path else f" ({folder} is read-only)"
+                raise ValueError(f"{what} {path} is not writable{where}")
             break
     return path
+
+
+def _writable(folder: Path) -> bool:
+    """Whether a file can be made in ``folder``: tried, since permissions alone miss read-only mounts (and
+    root)."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".cellboxify-write-check.", dir=folder)
+    except OSError:
+        return False
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(name)
+    return True
 
 
 def remove_stale_temporaries(folder: str | Path, names: list[str]) -> list[Path]:

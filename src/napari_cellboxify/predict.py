@@ -16,7 +16,7 @@ from torchvision.ops import nms
 
 from .config import CellBoxifyConfig
 from .data.images import ImageReadError
-from .data.transforms import normalize_image, to_model_input
+from .data.transforms import TileNormaliser, normalize_image, to_model_input
 from .device import pick_device
 from .geometry import polygons_to_labels, polygons_to_masks
 from .tta import TTA_VIEWS, outline_with_tta, segment_with_tta
@@ -119,19 +119,24 @@ class Predictor:
         d = self.config.data
         return to_model_input(normalize_image(image, d.clahe, d.clahe_clip_limit)).to(self.device)
 
-    def segment(self, image: np.ndarray, tile: int | None = None, overlap: int = 128,
-                **kwargs) -> Prediction:
+    def segment(self, image, tile: int | None = None, overlap: int = 128,
+                progress: Callable[[int, int], None] | None = None, **kwargs) -> Prediction:
         """Segment a whole 2-D image the way the panel, ``predict`` and ``evaluate`` all do: in tiles of ``tile``
         px when given, else in tiles of LARGE_SIDE / 2 for an image with a side over LARGE_SIDE, else at once.
 
         Without tiles a 4,096² image needs ~9 GB on a CPU (benchmarks/RESULTS.md, "Boxes on large images"), more
-        than many laptops have, and a CPU has no out-of-memory error to fall back on.
+        than many laptops have, and a CPU has no out-of-memory error to fall back on. ``image`` may also be a
+        memory map or a ``data.images.TiffRegions`` (``open_image``): a large one is read tile by tile.
+        ``progress(done, total)`` counts tiles.
         """
-        if tile is None and max(np.shape(image)[:2]) > LARGE_SIDE:
+        if tile is None and max(image.shape[:2]) > LARGE_SIDE:
             tile = LARGE_SIDE // 2
         if tile:
-            return self.segment_tiled(image, tile=tile, overlap=overlap, **kwargs)
-        return self.segment_image(image, **kwargs)
+            return self.segment_tiled(image, tile=tile, overlap=overlap, progress=progress, **kwargs)
+        pred = self.segment_image(np.asarray(image), **kwargs)
+        if progress:
+            progress(1, 1)
+        return pred
 
     def segment_image(self, image: np.ndarray, score_threshold: float | None = None,
                       max_detections: int | None = None) -> Prediction:
@@ -157,7 +162,7 @@ class Predictor:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             try:
-                return self._tiled_normalised(norm, tile, min(128, tile // 4), score_threshold)
+                return self._tiled(_crops_of(norm), norm.shape, tile, min(128, tile // 4), score_threshold)
             except torch.OutOfMemoryError:
                 tile //= 2
         raise MemoryError(f"out of {self.device.type} memory even with 128 px tiles: use a smaller image or the CPU")
@@ -175,25 +180,29 @@ class Predictor:
         """
         boxes = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4)
         d = self.config.data
-        norm = normalize_image(image, d.clahe, d.clahe_clip_limit)
-        shape = tuple(norm.shape)
+        shape = tuple(int(v) for v in image.shape[:2])
         if len(boxes) == 0:
             return Prediction.empty(shape, self.config.model.num_vertices)
         if max(shape) <= window:
-            polys = self._outline_normalised(norm, boxes)
+            polys = self._outline_normalised(normalize_image(np.asarray(image), d.clahe, d.clahe_clip_limit), boxes)
+            return Prediction(polys, boxes, np.ones(len(boxes), np.float32), shape, ids)
+        # Contrast normalised over the whole image, or, past LARGE_SIDE² pixels, per region (TileNormaliser).
+        if shape[0] * shape[1] > LARGE_SIDE * LARGE_SIDE:
+            crops = TileNormaliser(image, d.clahe, d.clahe_clip_limit, tile=window // 2)
         else:
-            polys = np.zeros((len(boxes), self.config.model.num_vertices, 2), np.float32)
-            h, w = shape
-            tile = max(window // 2, 1)
-            centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-            cells = np.floor(centres / tile).astype(np.int64)
-            for cell in np.unique(cells, axis=0):
-                idx = np.flatnonzero((cells == cell).all(axis=1))
-                x0, y0 = (int(max(0, np.floor(v) - margin)) for v in boxes[idx, :2].min(axis=0))
-                x1 = int(min(w, np.ceil(boxes[idx, 2].max()) + margin))
-                y1 = int(min(h, np.ceil(boxes[idx, 3].max()) + margin))
-                offset = np.array([x0, y0], np.float32)
-                polys[idx] = self._outline_normalised(norm[y0:y1, x0:x1], boxes[idx] - np.tile(offset, 2)) + offset
+            crops = _crops_of(normalize_image(np.asarray(image), d.clahe, d.clahe_clip_limit))
+        polys = np.zeros((len(boxes), self.config.model.num_vertices, 2), np.float32)
+        h, w = shape
+        tile = max(window // 2, 1)
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+        cells = np.floor(centres / tile).astype(np.int64)
+        for cell in np.unique(cells, axis=0):
+            idx = np.flatnonzero((cells == cell).all(axis=1))
+            x0, y0 = (int(max(0, np.floor(v) - margin)) for v in boxes[idx, :2].min(axis=0))
+            x1 = int(min(w, np.ceil(boxes[idx, 2].max()) + margin))
+            y1 = int(min(h, np.ceil(boxes[idx, 3].max()) + margin))
+            offset = np.array([x0, y0], np.float32)
+            polys[idx] = self._outline_normalised(crops(y0, y1, x0, x1), boxes[idx] - np.tile(offset, 2)) + offset
         return Prediction(polys, boxes, np.ones(len(boxes), np.float32), shape, ids)
 
     def _outline_normalised(self, norm: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -213,28 +222,38 @@ class Predictor:
                 progress(i + 1, len(stack))
         return results
 
-    def segment_tiled(self, image: np.ndarray, tile: int = 1024, overlap: int = 128,
+    def segment_tiled(self, image, tile: int = 1024, overlap: int = 128,
                       progress: Callable[[int, int], None] | None = None, **kwargs) -> Prediction:
         """Segment a large image tile by tile; instances are merged across tiles without duplicates.
 
         Each tile keeps only the instances whose box centre falls in its *core* (the tile minus half the
         overlap on sides shared with a neighbour), so a cell cut by one tile is taken from the tile that sees it
         whole; a final NMS removes what is left of duplicates. ``overlap`` should exceed the largest cell.
+
+        An image of up to LARGE_SIDE² pixels is normalised whole, so that tiles share one contrast stretch; a
+        larger one tile by tile (``TileNormaliser``: one stretch from a sample of the whole image, CLAHE per tile
+        with context), so that memory follows the tile at any image size.
         """
-        gray = np.asarray(image)
-        h, w = gray.shape[:2]
+        h, w = image.shape[:2]
         if h <= tile and w <= tile:
-            return self.segment_image(image, **kwargs)
+            pred = self.segment_image(np.asarray(image), **kwargs)
+            if progress:
+                progress(1, 1)
+            return pred
         if overlap * 2 >= tile:
             raise ValueError(f"overlap ({overlap}) must be less than half the tile size ({tile})")
-        # normalise once over the whole image so that tiles share one contrast stretch
         d = self.config.data
-        norm = normalize_image(image, d.clahe, d.clahe_clip_limit)
-        return self._tiled_normalised(norm, tile, overlap, kwargs.get("score_threshold"), progress)
+        if h * w > LARGE_SIDE * LARGE_SIDE:
+            crops = TileNormaliser(image, d.clahe, d.clahe_clip_limit, tile=tile)
+        else:
+            crops = _crops_of(normalize_image(np.asarray(image), d.clahe, d.clahe_clip_limit))
+        return self._tiled(crops, (h, w), tile, overlap, kwargs.get("score_threshold"), progress)
 
-    def _tiled_normalised(self, norm: np.ndarray, tile: int, overlap: int, score_threshold: float | None,
-                          progress: Callable[[int, int], None] | None = None) -> Prediction:
-        h, w = norm.shape
+    def _tiled(self, crops: Callable[[int, int, int, int], np.ndarray], shape: tuple[int, int], tile: int,
+               overlap: int, score_threshold: float | None,
+               progress: Callable[[int, int], None] | None = None) -> Prediction:
+        """Segment the normalised tiles that ``crops(y0, y1, x0, x1)`` returns and merge them."""
+        h, w = shape
         step = tile - overlap
         ys = _tile_starts(h, tile, step)
         xs = _tile_starts(w, tile, step)
@@ -242,7 +261,7 @@ class Predictor:
         total, done = len(ys) * len(xs), 0
         for y0 in ys:
             for x0 in xs:
-                crop = norm[y0 : y0 + tile, x0 : x0 + tile]
+                crop = crops(y0, min(h, y0 + tile), x0, min(w, x0 + tile))
                 pred = self._segment_normalised(crop, score_threshold)
                 cy = (pred.boxes_xyxy[:, 1] + pred.boxes_xyxy[:, 3]) / 2 + y0
                 cx = (pred.boxes_xyxy[:, 0] + pred.boxes_xyxy[:, 2]) / 2 + x0
@@ -271,6 +290,10 @@ class Predictor:
         shape = tuple(norm.shape)
         if min(shape) < 8:  # too small to hold a cell at any scale the network sees
             return Prediction.empty(shape, self.config.model.num_vertices)
+        if float(norm.max()) - float(norm.min()) < 1e-6:
+            # No contrast, no cell: the network would still answer (4 "cells" at the corners of an all-zero
+            # image, padding edges), and the empty part of a large mostly blank scan costs nothing this way.
+            return Prediction.empty(shape, self.config.model.num_vertices)
         threshold = self.score_threshold if score_threshold is None else score_threshold
         tensor = to_model_input(norm).to(self.device)
         if self.tta != "off":
@@ -287,6 +310,10 @@ class Predictor:
         keep = out["scores"] >= threshold
         return Prediction(out["polygons"][keep].float().cpu().numpy(), out["boxes"][keep].float().cpu().numpy(),
                           out["scores"][keep].float().cpu().numpy(), shape)
+
+
+def _crops_of(norm: np.ndarray) -> Callable[[int, int, int, int], np.ndarray]:
+    return lambda y0, y1, x0, x1: norm[y0:y1, x0:x1]
 
 
 def _tile_starts(length: int, tile: int, step: int) -> list[int]:

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 import threading
@@ -53,12 +55,17 @@ class StepInfo:
 
 @dataclass
 class TrainResult:
-    steps_done: int
+    steps_done: int  # the step the run stands at (a resumed run counts the steps of its earlier sessions)
     cancelled: bool
     checkpoint: Path | None
     weights: Path | None
     history: list[dict] = field(default_factory=list)
     wall_seconds: float = 0.0
+    first_step: int = 0  # the step this session started from (0, or where it resumed)
+
+    @property
+    def steps_this_run(self) -> int:
+        return self.steps_done - self.first_step
 
 
 class Callback(Protocol):
@@ -245,10 +252,12 @@ class Trainer:
         """
         cfg = self.config.train
         total = cfg.steps
-        start_time = time.time()
+        start_time, first_step = time.time(), self.step
+        config_path = self.out_dir / "config.json"
+        new_folder, new_config = not self.out_dir.exists(), not config_path.exists()
         if self.rank == 0:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            self.config.save(self.out_dir / "config.json")
+            self.config.save(config_path)
         batches = StepBatches(self.source, self.config, self.step, total, self.rank, self.world)
         loader = torch.utils.data.DataLoader(
             batches,
@@ -294,6 +303,12 @@ class Trainer:
         finally:
             if history or not failed:
                 self.save()
+            elif self.rank == 0 and new_config and not self.checkpoint_path.exists():
+                # failed before its first step: leave nothing that looks like a run
+                config_path.unlink(missing_ok=True)
+                if new_folder:
+                    with contextlib.suppress(OSError):
+                        self.out_dir.rmdir()  # only if empty
             self.result = TrainResult(
                 steps_done=self.step,
                 cancelled=self.step < total,
@@ -301,6 +316,7 @@ class Trainer:
                 weights=self.weights_path if self.rank == 0 else None,
                 history=history,
                 wall_seconds=time.time() - start_time,
+                first_step=first_step,
             )
 
     def _should_stop(self) -> bool:

@@ -310,9 +310,12 @@ class CellBoxifyWidget(QWidget):
         offset = self.viewer.dims.ndim - layer.ndim  # layer dims are the last ones of the viewer
         return tuple(int(step[offset + i]) for i in range(n_lead))
 
-    def plane_image(self, layer: Image, plane: tuple) -> np.ndarray:
+    def plane_image(self, layer: Image, plane: tuple, lazy: bool = False) -> np.ndarray:
+        """One plane's pixels; ``lazy`` keeps a dask/zarr/memory-mapped layer's plane as it is, for the Segment
+        buttons, which read a large image tile by tile (Predictor) instead of loading it whole."""
         data = self.pixels(layer)
-        return np.asarray(data[plane] if plane else data)
+        part = data[plane] if plane else data
+        return part if lazy and hasattr(part, "shape") else np.asarray(part)
 
     def new_boxes_layer(self) -> Shapes:
         image = self.image_layer() if self.image_combo.currentText() else None
@@ -425,7 +428,7 @@ class CellBoxifyWidget(QWidget):
 
         def work():  # in a worker: a second or two per plane on a CPU, 8x that with test-time augmentation
             for plane in planes:
-                pixels = self.plane_image(image, plane)
+                pixels = self.plane_image(image, plane, lazy=True)
                 yield plane, predictor.segment_boxes(pixels, converted.boxes[plane],
                                                      ids=ids[converted.shape_index[plane]])
             return count
@@ -446,11 +449,9 @@ class CellBoxifyWidget(QWidget):
         else:
             planes = [self.current_plane(image)]
         threshold, max_dets = self.score_spin.value(), self.max_dets_spin.value()
-        data = self.pixels(image)
-
         def work():
             for plane in planes:
-                pixels = np.asarray(data[plane] if plane else data)
+                pixels = self.plane_image(image, plane, lazy=True)
                 # large images in tiles, as predict does: memory follows the tile, not the image
                 pred = predictor.segment(pixels, score_threshold=threshold, max_detections=max_dets)
                 yield plane, pred

@@ -125,8 +125,9 @@ def load_coco(path: str | Path, images_dir: str | Path, require_images: bool = T
     skipped: dict[str, int] = {}
     boxes: dict[int, list] = {i: [] for i in images}
     clean_anns = []
+    sizes = {entry["id"]: size for entry in clean_images if (size := _image_size(entry)) is not None}
     for k, ann in enumerate(data["annotations"]):
-        reason = _annotation_problem(ann, images)
+        reason = _annotation_problem(ann, images, sizes)
         if reason:
             skipped[reason] = skipped.get(reason, 0) + 1
             continue
@@ -162,7 +163,14 @@ def boxed_images(coco: CocoFile) -> list[tuple[str, np.ndarray, np.ndarray]]:
     return items
 
 
-def _annotation_problem(ann: Any, images: dict[int, CocoImage]) -> str | None:
+# A box may reach past its image's edge (a box drawn to the border, rounding) by this share of the image's side,
+# at least SLACK_PX; beyond that it is not a cell of this image (e.g. [10, 10, 1e30, 1e30]).
+SLACK_SHARE, SLACK_PX = 0.1, 16.0
+# Without the image's size in the file: no microscope image is a million pixels on a side.
+MAX_BOX_SIDE = 1e6
+
+
+def _annotation_problem(ann: Any, images: dict[int, CocoImage], sizes: dict[int, tuple[float, float]]) -> str | None:
     if not isinstance(ann, dict):
         return "not an object"
     if ann.get("image_id") not in images:
@@ -170,9 +178,25 @@ def _annotation_problem(ann: Any, images: dict[int, CocoImage]) -> str | None:
     bbox = ann.get("bbox")
     if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
         return "bbox missing, not 4 numbers, or NaN/inf"
-    if bbox[2] <= 0 or bbox[3] <= 0:
+    x, y, w, h = (float(v) for v in bbox)
+    if w <= 0 or h <= 0:
         return "bbox with zero or negative size"
+    size = sizes.get(ann["image_id"])
+    if size is None:
+        return "bbox larger than any image" if max(w, h) > MAX_BOX_SIDE or max(abs(x), abs(y)) > MAX_BOX_SIDE else None
+    width, height = size
+    if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+        return "bbox outside its image"
+    sx, sy = max(SLACK_PX, SLACK_SHARE * width), max(SLACK_PX, SLACK_SHARE * height)
+    if x < -sx or y < -sy or x + w > width + sx or y + h > height + sy:
+        return "bbox reaching far outside its image"
     return None
+
+
+def _image_size(entry: dict) -> tuple[float, float] | None:
+    """(width, height) of a COCO image entry when it gives both as positive numbers."""
+    w, h = entry.get("width"), entry.get("height")
+    return (float(w), float(h)) if _is_number(w) and _is_number(h) and w > 0 and h > 0 else None
 
 
 class CocoSource:

@@ -8,6 +8,7 @@ without storing sampler state, and each DDP rank sees different images.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,6 +29,10 @@ class Sample:
     # (M, 4) XYXY regions that are neither cell nor background: uncertain pseudo-labels. Anchors and proposals
     # overlapping them are left out of the detector's sampling instead of being taught "background".
     ignore_xyxy: np.ndarray | None = None
+
+
+class CrowdedCropWarning(UserWarning):
+    """A training crop held more boxes than ``data.max_boxes_per_crop``; a random subset trained."""
 
 
 class Source(Protocol):
@@ -108,6 +113,7 @@ class StepBatches(torch.utils.data.Dataset):
         self.start_step = start_step
         self.total_steps = config.train.steps if total_steps is None else total_steps
         self.rank, self.world_size = rank, world_size
+        self.warned_crowded = False
 
     def __len__(self) -> int:
         return max(0, self.total_steps - self.start_step)
@@ -117,6 +123,19 @@ class StepBatches(torch.utils.data.Dataset):
         epoch, position = divmod(global_sample, n)
         order = np.random.default_rng([self.config.train.seed, epoch]).permutation(n)
         return int(order[position])
+
+    def _cap(self, boxes: np.ndarray, masks: np.ndarray | None, rng: np.random.Generator, name: str):
+        """At most ``data.max_boxes_per_crop`` boxes (a random subset), so a step's memory stays bounded."""
+        cap = self.config.data.max_boxes_per_crop
+        if len(boxes) <= cap:
+            return boxes, masks
+        if not self.warned_crowded:
+            warnings.warn(f"a training crop of {name or 'an image'} holds {len(boxes):,} boxes; {cap:,} of them, "
+                          "drawn at random, train each such step (data.max_boxes_per_crop)", CrowdedCropWarning,
+                          stacklevel=2)
+            self.warned_crowded = True
+        keep = np.sort(rng.choice(len(boxes), cap, replace=False))
+        return boxes[keep], None if masks is None else masks[keep]
 
     def __getitem__(self, i: int):
         step = self.start_step + i
@@ -129,6 +148,7 @@ class StepBatches(torch.utils.data.Dataset):
             image, boxes, masks, ignore = augment_with_ignore(
                 sample.image, sample.boxes_xyxy, sample.ignore_xyxy, sample.masks, rng, self.config.data
             )
+            boxes, masks = self._cap(boxes, masks, rng, sample.name)
             batch.append((to_model_input(image), to_target(boxes, masks, ignore)))
         return batch
 

@@ -66,6 +66,53 @@ def normalize_image(image: np.ndarray, clahe: bool = True, clip_limit: float = 0
     return gray.astype(np.float32)
 
 
+def read_region(image, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    """``image[y0:y1, x0:x1]`` as a numpy array, for arrays, memory maps and ``images.TiffRegions`` alike."""
+    return np.asarray(image[max(0, y0):y1, max(0, x0):x1])
+
+
+class TileNormaliser:
+    """``normalize_image`` for an image too large to normalise whole, tile by tile in bounded memory.
+
+    The contrast stretch (percentiles 0.1, 99.9) comes from a strided sample of the whole image (at most
+    ``sample_pixels`` pixels), so that every tile shares it; CLAHE runs on each tile with ``context`` px of image
+    around it and a fixed kernel (an eighth of a tile with its context, what CLAHE on that window alone uses), and
+    the context is cut off again. No full-size float copy of the image is ever made.
+    """
+
+    def __init__(self, image, clahe: bool = True, clip_limit: float = 0.01, tile: int = 1024, context: int = 64,
+                 sample_pixels: int = 2048 * 2048):
+        self.image, self.clahe, self.clip_limit, self.context = image, clahe, clip_limit, context
+        h, w = image.shape[:2]
+        stride = max(1, int(np.ceil(np.sqrt(h * w / sample_pixels))))
+        sample = to_gray(image[::stride, ::stride])
+        finite = np.isfinite(sample)
+        self.fill = float(np.median(sample[finite])) if finite.any() else 0.0
+        sample = np.where(finite, sample, self.fill)
+        lo, hi = np.percentile(sample, (0.1, 99.9))
+        if hi - lo <= 1e-12:
+            lo, hi = float(sample.min()), float(sample.max())
+        self.lo, self.hi = float(lo), float(hi)
+        self.kernel = max(8, (tile + 2 * context) // 8)
+
+    def __call__(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """The normalised (float32, [0, 1]) pixels ``[y0:y1, x0:x1]``."""
+        h, w = self.image.shape[:2]
+        c = self.context
+        wy0, wy1, wx0, wx1 = max(0, y0 - c), min(h, y1 + c), max(0, x0 - c), min(w, x1 + c)
+        gray = to_gray(read_region(self.image, wy0, wy1, wx0, wx1))
+        inner = (slice(y0 - wy0, y1 - wy0), slice(x0 - wx0, x1 - wx0))
+        gray = np.where(np.isfinite(gray), gray, self.fill)
+        if self.hi - self.lo <= 1e-12 or float(gray.max()) - float(gray.min()) <= 1e-12:
+            return np.zeros((y1 - y0, x1 - x0), np.float32)  # no contrast here: nothing to equalise
+        gray = np.clip((gray - self.lo) / (self.hi - self.lo), 0.0, 1.0)
+        if self.clahe and min(gray.shape) >= 8:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                gray = exposure.equalize_adapthist(gray, kernel_size=self.kernel, clip_limit=self.clip_limit)
+        return gray[inner].astype(np.float32)
+
+
 def to_model_input(gray: np.ndarray | torch.Tensor) -> torch.Tensor:
     """(H, W) float in [0, 1] -> (3, H, W) float32 tensor (gray repeated: ImageNet-style backbones take RGB)."""
     t = torch.as_tensor(np.ascontiguousarray(gray), dtype=torch.float32)
