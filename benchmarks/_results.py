@@ -32,14 +32,20 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores ({threads} torch threads){gpu}; torch {torch.__version__}, Python {platform.python_version()}"
 
 
-def write_section(name: str, body: str) -> None:
+def write_section(name: str, body: str, first: bool = False) -> None:
+    """Replace section ``name`` of RESULTS.md (or add it: at the end, or right under the header when ``first``)."""
     text = RESULTS.read_text() if RESULTS.exists() else HEADER
     command = "python " + shlex.join([os.path.relpath(sys.argv[0])] + sys.argv[1:])  # quoted: a copy-paste runs it
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     section = (f"<!-- {name} -->\n## {name}\n\n- command: `{command}`\n- machine: {machine()}\n- date: {stamp}\n\n"
                f"{body.strip()}\n<!-- /{name} -->\n")
     pattern = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->\n", re.S)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section, text)
+    elif first and text.startswith(HEADER):
+        text = HEADER + "\n" + section + "\n" + text[len(HEADER):].lstrip("\n")
+    else:
+        text = text.rstrip() + "\n\n" + section
     RESULTS.write_text(text)
     print(section)
 

@@ -40,7 +40,7 @@ def _tiny_weights(path: Path) -> Path:
 @pytest.mark.parametrize("args", [
     ["predict", "img.tif", "--out", "o", "--set", "nonsense"],
     ["predict", "img.tif", "--out", "o", "--set", "model.no_such_key=1"],
-    ["predict", "img.tif", "--out", "o", "--set", "model.image_scale=0"],
+    ["predict", "img.tif", "--out", "o", "--set", "model.image_scale=large"],
     ["evaluate", "--data", "a.json", "--images", ".", "--out", "o", "--set", "nonsense"],
     ["fit-zoom", "--data", "a.json", "--images", ".", "--set", "nonsense"],
     ["train", "--data", "a.json", "--images", ".", "--out", "o", "--set", "nonsense"],

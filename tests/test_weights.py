@@ -70,3 +70,26 @@ def test_the_shipped_default_weights_keep_their_measured_quality_on_val(livecell
     val = load_coco(livecell_dir / "val" / "annotations.json", livecell_dir / "val" / "images")
     metrics = evaluate(Predictor.from_weights(None, device="cpu", score_threshold=0.05), val)
     assert metrics["segm"]["AP50"] >= 72.0 and metrics["segm"]["AP"] >= 34.3 and metrics["bbox"]["AP"] >= 32.5
+
+
+def test_shipped_names_resolve_to_their_verified_files_and_files_stay_files(tmp_path, monkeypatch):
+    from napari_cellboxify.weights import SHIPPED, describe_weights, resolve_weights, shipped_weights_path
+
+    folder = tmp_path / "w"
+    folder.mkdir()
+    card = "# cards\n"
+    for name, (file_name, _) in SHIPPED.items():
+        (folder / file_name).write_bytes(name.encode())
+        card += f"sha256: {hashlib.sha256(name.encode()).hexdigest()}  {file_name}\n"
+    (folder / "README.md").write_text(card)
+    monkeypatch.setenv("CELLBOXIFY_WEIGHTS_DIR", str(folder))
+    assert set(SHIPPED) == {"cells", "nuclei"}
+    assert resolve_weights(None) == resolve_weights("cells") == folder / SHIPPED["cells"][0]
+    assert resolve_weights("nuclei") == shipped_weights_path("nuclei") == folder / SHIPPED["nuclei"][0]
+    assert resolve_weights(str(tmp_path / "mine.pt")) == tmp_path / "mine.pt"
+    assert describe_weights("nuclei").startswith("nuclei (") and describe_weights(None).startswith("cells (")
+    with pytest.raises(WeightsError, match="no shipped weights are called 'tissue'"):
+        shipped_weights_path("tissue")
+    (folder / SHIPPED["nuclei"][0]).write_bytes(b"changed")
+    with pytest.raises(WeightsError, match="does not match its sha256"):
+        resolve_weights("nuclei")

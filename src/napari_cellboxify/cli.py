@@ -70,17 +70,20 @@ def _pixel_size(text: str) -> tuple[float, float]:
 
 
 def _override(text: str) -> str:
-    """A ``--set`` value checked against the config schema here, so that a typo is exit 2 before weights load."""
-    from .config import CellBoxifyConfig, ConfigError, apply_overrides
+    """A ``--set`` value checked against the config schema here (known key, value of its type), so that a typo
+    is exit 2 before weights load; how it fits the other values is checked with the whole config."""
+    from .config import ConfigError, parse_override
 
     try:
-        apply_overrides(CellBoxifyConfig(), [text])
+        parse_override(text)
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
 
 
 PREDICT_FORMATS = ("tiff", "coco", "csv", "boxes")
+WEIGHTS_HELP = ("shipped weights by name, cells (phase-contrast cells, the default) or nuclei (nuclei in "
+                "fluorescence), or a weights file")
 
 
 def _formats(text: str) -> frozenset[str]:
@@ -107,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="box: boxes only (default); mask: full masks (reference model)")
     t.add_argument("--config", type=Path, help="YAML/JSON config file (only the keys that differ); default: the "
                    "defaults, or with --init the architecture inside those weights")
-    t.add_argument("--init", type=Path, help="start from these weights (fine-tuning); default: backbone init")
+    t.add_argument("--init", help="start from these weights (cells, nuclei or a file); default: backbone init")
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     t.add_argument("--steps", type=_positive_int, help="total training steps (overrides the config)")
     t.add_argument("--set", dest="overrides", action="append", default=[], type=_override,
@@ -124,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", required=True, type=Path, help="COCO annotation JSON with ground truth")
     e.add_argument("--images", required=True, type=Path, help="image folder")
     e.add_argument("--out", required=True, type=Path, help="folder for metrics.json")
-    e.add_argument("--weights", type=Path, help="weights file (default: the shipped weights)")
+    e.add_argument("--weights", help=WEIGHTS_HELP)
     e.add_argument("--oracle-boxes", action="store_true",
                    help="give the GT boxes, report mean mask IoU with filled-box and ellipse baselines")
     _add_inference_overrides(e)
@@ -136,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "--out, and refuses an --out that already holds one of them unless --overwrite.")
     p.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE_OR_DIR")
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--weights", type=Path, help="weights file (default: the shipped weights)")
+    p.add_argument("--weights", help=WEIGHTS_HELP)
     p.add_argument("--format", type=_formats, default=frozenset({"tiff"}), help="comma-separated: tiff, coco, csv, boxes (default: tiff); boxes writes the "
                    "detected boxes with their scores as COCO (boxes.json: to review, or as pseudo-labels)")
     p.add_argument("--tile", type=_positive_int, help="segment in tiles of this size (px); default: tiles of "
@@ -162,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "cell in it). Pass the answer to predict/evaluate as --set model.image_scale=Z.")
     z.add_argument("--data", required=True, type=Path, help="COCO file with your boxes (e.g. the panel's export)")
     z.add_argument("--images", required=True, type=Path, help="folder the COCO file_names are relative to")
-    z.add_argument("--weights", type=Path, help="weights file (default: the shipped weights)")
+    z.add_argument("--weights", help=WEIGHTS_HELP)
     z.add_argument("--set", dest="overrides", action="append", default=[], type=_override,
                    metavar="SECTION.KEY=VALUE",
                    help="inference settings, e.g. --set model.image_scale=0.5 to search around 0.5 (repeatable)")
@@ -179,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--data", required=True, type=Path, help="COCO file with your boxes (bbox only is enough)")
     f.add_argument("--images", required=True, type=Path, help="folder the COCO file_names are relative to")
     f.add_argument("--out", required=True, type=Path, metavar="RUN", help="folder for model.pt and report.json")
-    f.add_argument("--weights", type=Path, help="weights to start from (default: the shipped weights)")
+    f.add_argument("--weights", help="weights to start from: " + WEIGHTS_HELP)
     f.add_argument("--minutes", type=_minutes, default=5.0,
                    help="time budget of the whole command, checks included (default 5)")
     f.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
@@ -261,6 +264,10 @@ def cmd_train(args) -> int:
     from .train import Trainer
     from .progress import TqdmProgress
 
+    from .weights import resolve_weights
+
+    if args.init is not None:
+        args.init = resolve_weights(args.init)
     config = training_run_config(args.out, args.config, resume=args.resume, init_weights=args.init,
                                  supervision=args.supervision, steps=args.steps, overrides=args.overrides)
     if args.device:
@@ -310,6 +317,7 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from .data.coco import load_coco
     from .evaluate import check_scorable, evaluate, oracle_box_iou
+    from .weights import describe_weights
     from .io_utils import atomic_write_text
     from .predict import Predictor
     from .progress import tqdm_callback
@@ -320,12 +328,14 @@ def cmd_evaluate(args) -> int:
     if not args.oracle_boxes:
         check_scorable(coco)  # before the weights load
     predictor = Predictor.from_weights(args.weights, device=args.device, overrides=_with_tta(args))
+    used = describe_weights(args.weights)
+    print(f"cellboxify evaluate: weights: {used}", file=sys.stderr)
     with tqdm_callback(len(coco.images), "evaluate") as progress:
         if args.oracle_boxes:
             metrics = {"oracle_boxes": oracle_box_iou(predictor, coco, progress)}
         else:
             metrics = evaluate(predictor, coco, progress)
-    metrics["weights"] = str(args.weights) if args.weights else "default"
+    metrics["weights"] = used
     metrics["tta"] = predictor.tta  # the same weights score differently with test-time augmentation
     # what was left out of the score, so that metrics.json alone says what it measured
     metrics["skipped_annotations"] = dict(coco.skipped)
@@ -363,6 +373,7 @@ def cmd_predict(args) -> int:
                          write_prediction_csv, write_prediction_tiff)
     from .io_utils import atomic_write_text
     from .predict import LARGE_SIDE, Predictor, iter_image_files
+    from .weights import describe_weights
     from .progress import tqdm_callback
 
     formats = args.format
@@ -376,6 +387,7 @@ def cmd_predict(args) -> int:
                              if len(earlier) > 1 else "") + " of an earlier run: choose another --out or pass --overwrite")
     predictor = Predictor.from_weights(args.weights, device=args.device, score_threshold=args.score_threshold,
                                        overrides=_with_tta(args))
+    print(f"cellboxify predict: weights: {describe_weights(args.weights)}", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
     # COCO is written at the end from the predictions (outlines: small), not from label images kept per plane
     coco_items, coco_scores, box_items, box_scores = [], [], [], []

@@ -342,24 +342,32 @@ def apply_overrides(config: CellBoxifyConfig, overrides: list[str]) -> CellBoxif
     ``["loss.unary_weight=4", "data.crop_size=null"]``. Unknown keys and wrong types get a ConfigError naming
     the override, as a config file would.
     """
-    import yaml
-
     data = config.to_dict()
     for item in overrides:
-        key, sep, text = item.partition("=")
-        section, dot, name = key.strip().partition(".")
-        if not sep or not dot or not name:
-            raise ConfigError(f"override {item!r} must look like section.key=value")
-        if section not in data:
-            raise ConfigError(f"override {item!r}: unknown section '{section}'")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise ConfigError(f"override {item!r}: cannot parse the value") from None
+        section, name, value = parse_override(item)
         data[section][name] = value
     result = CellBoxifyConfig.from_dict(data)
     result.validate()
     return result
+
+
+def parse_override(item: str) -> tuple[str, str, Any]:
+    """``"section.key=value"`` -> (section, key, value), checked against the schema (known key, value of the
+    key's type) but not against the other values, which only the whole config can be."""
+    import yaml
+
+    key, sep, text = item.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not sep or not dot or not name:
+        raise ConfigError(f"override {item!r} must look like section.key=value")
+    if section not in _SECTIONS:
+        raise ConfigError(f"override {item!r}: unknown section '{section}'")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError(f"override {item!r}: cannot parse the value") from None
+    _section_from_dict(section, _SECTIONS[section], {name: value})
+    return section, name, value
 
 
 def fine_tune_config(trained: CellBoxifyConfig) -> CellBoxifyConfig:

@@ -317,7 +317,7 @@ def fine_tune(items: list[tuple[str, np.ndarray, np.ndarray]], out_dir: str | Pa
     from .device import pick_device
     from .predict import Predictor
     from .train import Trainer
-    from .weights import default_weights_path
+    from .weights import resolve_weights
     from .zoom_fit import fit_zoom
 
     t_start = time.time()
@@ -326,7 +326,7 @@ def fine_tune(items: list[tuple[str, np.ndarray, np.ndarray]], out_dir: str | Pa
     say = log or (lambda line: None)
     cancel = cancel or threading.Event()
     out_dir = Path(out_dir)
-    weights = Path(weights) if weights else default_weights_path()
+    weights = resolve_weights(str(weights) if isinstance(weights, str) else weights)
     items = [(name, image, np.asarray(boxes, np.float32).reshape(-1, 4)) for name, image, boxes in items]
     items = [item for item in items if len(item[2])]
     n_boxes = sum(len(b) for _, _, b in items)

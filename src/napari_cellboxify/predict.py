@@ -105,12 +105,12 @@ class Predictor:
     @classmethod
     def from_weights(cls, path: str | Path | None = None, device: str = "auto", overrides: list[str] | None = None,
                      **kwargs) -> "Predictor":
-        """Load ``path`` (or the shipped default weights when None); ``overrides`` change inference settings of
-        the file's config (``["model.image_scale=0.5", "model.box_nms_thresh=0.6"]``)."""
+        """Load ``path``: a file, a shipped name (``"cells"``, ``"nuclei"``), or the default (``cells``) when
+        None; ``overrides`` change inference settings of the file's config (``["model.image_scale=0.5"]``)."""
         from .checkpoint import load_model
-        from .weights import default_weights_path
+        from .weights import resolve_weights
 
-        path = default_weights_path() if path is None else Path(path)
+        path = resolve_weights(path)
         model, _ = load_model(path, "cpu", overrides=overrides)
         return cls(model, device, **kwargs)
 

@@ -1,7 +1,9 @@
-"""The default weights shipped in ``weights/``: where they are, and a sha256 check before loading.
+"""The weights shipped in ``weights/``: their names, where they are, and a sha256 check before loading.
 
-``weights/README.md`` (the model card) lists ``sha256: <hex>  <file>`` for each shipped file; a file whose
-hash differs (changed, truncated) is refused with a clear message.
+Two files are shipped, each named for what it segments: ``cells`` (phase-contrast cells, LIVECell; the default)
+and ``nuclei`` (nuclei in fluorescence, DSB2018). Every verb's ``--weights`` and the panel take either name or
+a file. ``weights/README.md`` (the model cards) lists ``sha256: <hex>  <file>`` for each shipped file; a file
+whose hash differs (changed, truncated) is refused with a clear message.
 """
 
 from __future__ import annotations
@@ -12,6 +14,12 @@ import re
 from pathlib import Path
 
 DEFAULT_WEIGHTS_NAME = "cellboxify_livecell_boxes.pt"
+# name -> (file, what it is for): the names every --weights and the panel's model choice accept
+SHIPPED = {
+    "cells": (DEFAULT_WEIGHTS_NAME, "phase-contrast cells (LIVECell)"),
+    "nuclei": ("cellboxify_nuclei_boxes.pt", "nuclei in fluorescence (DSB2018)"),
+}
+DEFAULT = "cells"
 PACKAGE_ROOT = Path(__file__).resolve().parent
 
 
@@ -58,14 +66,38 @@ def verify(path: Path) -> None:
 
 
 def default_weights_path() -> Path:
-    """The verified default weights, or a clear error saying none are installed."""
+    """The verified default weights (``cells``), or a clear error saying none are installed."""
+    return shipped_weights_path(DEFAULT)
+
+
+def shipped_weights_path(name: str) -> Path:
+    """The verified shipped file called ``name`` (``cells`` or ``nuclei``), or a clear error."""
+    if name not in SHIPPED:
+        raise WeightsError(f"no shipped weights are called {name!r} (choose {' or '.join(SHIPPED)}, or give a file)")
+    file_name = SHIPPED[name][0]
     for folder in weights_dirs():
-        candidate = folder / DEFAULT_WEIGHTS_NAME
+        candidate = folder / file_name
         if candidate.exists():
             verify(candidate)
             return candidate
     raise WeightsError(
-        "no default weights are installed yet (looked in "
+        f"the {name!r} weights ({file_name}) are not installed (looked in "
         + ", ".join(str(d) for d in weights_dirs())
         + "); pass --weights FILE (a model.pt from `cellboxify train`)"
     )
+
+
+def resolve_weights(spec: "str | Path | None") -> Path:
+    """``None`` -> the default shipped file; ``"cells"`` / ``"nuclei"`` -> that shipped file (verified); else
+    the path given (a file named like a shipped name is reached as ``./cells``)."""
+    if spec is None:
+        return default_weights_path()
+    if isinstance(spec, str) and spec in SHIPPED:
+        return shipped_weights_path(spec)
+    return Path(spec)
+
+
+def describe_weights(spec: "str | Path | None") -> str:
+    """How a run names the weights it used: ``nuclei (weights/cellboxify_nuclei_boxes.pt)`` or the file."""
+    name = DEFAULT if spec is None else spec if isinstance(spec, str) and spec in SHIPPED else None
+    return f"{name} ({resolve_weights(name)})" if name else str(spec)

@@ -33,7 +33,7 @@ from ..io_utils import check_folder
 from ..predict import Predictor
 from ..shapes import between_layers, boxes_to_rectangles, shapes_to_boxes
 from ..train_process import fine_tune_in_subprocess
-from ..weights import WeightsError, default_weights_path
+from ..weights import SHIPPED, WeightsError, default_weights_path, shipped_weights_path
 from ..zoom_fit import fit_zoom
 from .io import BOX_STYLE
 
@@ -119,9 +119,17 @@ class CellBoxifyWidget(QWidget):
         form.addRow("Masks", self.labels_combo)
         self.weights_label = QLabel("no model loaded")
         self.weights_label.setWordWrap(True)
+        # the shipped weights by what they segment; a file of one's own (a fine-tune) through Load weights…
+        self.model_combo = QComboBox()
+        for name, (_, what) in SHIPPED.items():
+            self.model_combo.addItem(f"{name}: {what}", name)
+        self.model_combo.setToolTip("Shipped weights: cells for phase-contrast cells (LIVECell-like), nuclei for "
+                                    "nuclei in fluorescence. Each comes with its own zoom.")
+        self.model_combo.activated.connect(lambda _index: guarded(CellBoxifyWidget._load_chosen_model)(self))
         load = QPushButton("Load weights…")
         load.clicked.connect(self._choose_weights)
-        form.addRow("Model", self.weights_label)
+        form.addRow("Model", self.model_combo)
+        form.addRow("", self.weights_label)
         form.addRow("", load)
         layout.addLayout(form)
 
@@ -258,6 +266,9 @@ class CellBoxifyWidget(QWidget):
             self.weights_label.setText(f"no default weights ({exc.__class__.__name__}); load or fine-tune one")
         except Exception as exc:  # a broken default must not stop the panel from opening
             show_warning(f"CellBoxify: default weights not loaded: {exc}")
+
+    def _load_chosen_model(self) -> None:
+        self.load_weights(shipped_weights_path(self.model_combo.currentData()))
 
     def _choose_weights(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Weights", "", "PyTorch weights (*.pt *.pth)")

@@ -1,0 +1,134 @@
+"""Each shipped weights file on each domain: segm AP / AP50 (LIVECell's evaluation) and the oracle-box IoU.
+
+The headline table of benchmarks/RESULTS.md ("Shipped weights by domain"), which the README quotes. Domains, all
+images the weights were not trained or chosen on (the files were chosen on these val splits, so these are val
+figures; the images kept outside ../shared/data check them independently):
+- LIVECell val: livecell-mini/val (5 images, 5 cell types);
+- Sartorius exact-label: sartorius-2021/original (3) and the 3 reconstructed images with exact labels
+  (SH-SY5Y, cortical neurons), phase contrast;
+- DSB2018 val fluorescence: dsb2018/val, its 25 fluorescence images.
+The oracle-box IoU gives each cell its true box and scores the outline against its mask, beside the inscribed
+ellipse of the same box. Points are kept in bench_domains_points.json by weights sha256, so a rerun measures
+only what changed.
+
+    python benchmarks/bench_domains.py [--weights cells nuclei] [--domains livecell sartorius dsb_fluo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import write_section  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parents[1] / "shared" / "data"
+POINTS = HERE / "bench_domains_points.json"
+SARTORIUS_EXACT = ("5d066f4c3eef", "642d9cbe7f15", "95ac5f4182fa")  # sartorius-2021/PROVENANCE.md
+DOMAINS = {
+    "livecell": "LIVECell val (5 images)",
+    "sartorius": "Sartorius exact-label (6 images)",
+    "dsb_fluo": "DSB2018 val fluorescence (25 images)",
+}
+
+
+def domain_coco(domain: str, folder: Path) -> tuple[Path, Path] | None:
+    """(annotation file, image folder) of a domain, a filtered copy written into ``folder``; None when absent."""
+    if domain == "livecell":
+        path = DATA / "livecell-mini" / "val"
+        return (path / "annotations.json", path / "images") if (path / "annotations.json").exists() else None
+    if domain == "sartorius":
+        root = DATA / "sartorius-2021"
+        parts = [("original", lambda entry: True),
+                 ("reconstructed", lambda entry: entry.get("sartorius_id") in SARTORIUS_EXACT)]
+    else:
+        root = DATA / "dsb2018"
+        parts = [("val", lambda entry: entry.get("modality") == "fluorescence_grayscale")]
+    merged = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "cell"}]}
+    for sub, keep in parts:
+        if not (root / sub / "annotations.json").exists():
+            return None
+        data = json.loads((root / sub / "annotations.json").read_text())
+        ids = {}
+        for entry in data["images"]:
+            if keep(entry):
+                ids[entry["id"]] = len(merged["images"]) + 1
+                merged["images"].append(dict(entry, id=ids[entry["id"]], file_name=f"{sub}/images/{entry['file_name']}"))
+        for ann in data["annotations"]:
+            if ann["image_id"] in ids:
+                merged["annotations"].append(dict(ann, id=len(merged["annotations"]) + 1, image_id=ids[ann["image_id"]]))
+    path = folder / f"{domain}.json"
+    path.write_text(json.dumps(merged))
+    return path, root
+
+
+def measure(weights: str, domain: str, folder: Path) -> dict | None:
+    from napari_cellboxify.data.coco import load_coco
+    from napari_cellboxify.evaluate import evaluate, oracle_box_iou
+    from napari_cellboxify.predict import Predictor
+
+    found = domain_coco(domain, folder)
+    if found is None:
+        return None
+    coco = load_coco(*found)
+    predictor = Predictor.from_weights(weights, device="cpu")
+    t0 = time.time()
+    metrics = evaluate(predictor, coco)
+    oracle = oracle_box_iou(predictor, coco)
+    return {"segm_AP": metrics["segm"]["AP"], "segm_AP50": metrics["segm"]["AP50"], "bbox_AP": metrics["bbox"]["AP"],
+            "oracle_iou": oracle["mean_iou_model"], "ellipse_iou": oracle["mean_iou_ellipse"],
+            "images": len(coco.images), "cells": len(coco.data["annotations"]), "seconds": time.time() - t0,
+            "zoom": predictor.image_scale}
+
+
+def main(argv=None) -> int:
+    from napari_cellboxify.weights import SHIPPED, WeightsError, resolve_weights, sha256_of
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", nargs="+", default=list(SHIPPED), help="shipped names or files")
+    parser.add_argument("--domains", nargs="+", default=list(DOMAINS), choices=list(DOMAINS))
+    parser.add_argument("--measure-only", action="store_true", help="keep the points, do not write RESULTS.md")
+    args = parser.parse_args(argv)
+    points = json.loads(POINTS.read_text()) if POINTS.exists() else {}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for weights in args.weights:
+            try:
+                path = resolve_weights(weights)
+            except WeightsError as exc:
+                print(f"skipped {weights}: {exc}")
+                continue
+            digest = sha256_of(path)[:12]
+            for domain in args.domains:
+                key = f"{weights}:{digest}:{domain}"
+                if key not in points:
+                    point = measure(weights, domain, Path(tmp))
+                    if point is None:
+                        print(f"skipped {domain}: its data is not in {DATA}")
+                        continue
+                    points[key] = point
+                    POINTS.write_text(json.dumps(points, indent=1, sort_keys=True))
+                print(key, points[key], flush=True)
+                rows.append((weights, path.name, domain, points[key]))
+    if args.measure_only or not rows:
+        return 0
+    lines = ["segm AP and AP50 at LIVECell's evaluation (IoU 0.50:0.95, 2,000 detections per image); oracle IoU: "
+             "mean mask IoU of each cell's outline from its true box, beside the box's inscribed ellipse. "
+             "Each file at its own zoom. These are val images: the files were chosen on them (weights/README.md).",
+             "", "| weights | domain | images / cells | segm AP | AP50 | bbox AP | oracle IoU | ellipse IoU |",
+             "|---|---|---|---|---|---|---|---|"]
+    for weights, name, domain, p in rows:
+        lines.append(f"| `{weights}` ({name}, zoom {p['zoom']:g}) | {DOMAINS[domain]} | {p['images']} / {p['cells']} | "
+                     f"**{p['segm_AP']:.1f}** | {p['segm_AP50']:.1f} | {p['bbox_AP']:.1f} | {p['oracle_iou']:.3f} | "
+                     f"{p['ellipse_iou']:.3f} |")
+    write_section("Shipped weights by domain", "\n".join(lines), first=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
