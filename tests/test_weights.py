@@ -93,3 +93,33 @@ def test_shipped_names_resolve_to_their_verified_files_and_files_stay_files(tmp_
     (folder / SHIPPED["nuclei"][0]).write_bytes(b"changed")
     with pytest.raises(WeightsError, match="does not match its sha256"):
         resolve_weights("nuclei")
+
+
+NUCLEI_SUBSET_SEGM_AP = 54.1  # `nuclei` on the subset below, measured 2026-12-05 (bbox AP 56.3)
+DSB_VAL = __import__("conftest").DATA / "dsb2018" / "val"
+
+
+def test_the_shipped_nuclei_weights_keep_their_measured_quality_on_fluorescence_nuclei(tmp_path, monkeypatch):
+    # weights/README.md: dsb2018/val fluorescence segm AP 45.1 with `nuclei`, where `cells` scores 0.2. Pinned on
+    # the first 8 small fluorescence val images (quick): a broken load, a lost zoom or a changed pre-processing
+    # falls well below the floor.
+    import json
+
+    from napari_cellboxify.data.coco import load_coco
+    from napari_cellboxify.evaluate import evaluate
+    from napari_cellboxify.predict import Predictor
+    from napari_cellboxify.weights import SHIPPED, weights_dirs
+
+    monkeypatch.delenv("CELLBOXIFY_WEIGHTS_DIR", raising=False)
+    if not (DSB_VAL / "annotations.json").exists():
+        pytest.skip(f"DSB2018 val not found at {DSB_VAL} (see ../shared/data/README.md)")
+    if not any((d / SHIPPED["nuclei"][0]).exists() for d in weights_dirs()):
+        pytest.skip("no nuclei weights in weights/")
+    data = json.loads((DSB_VAL / "annotations.json").read_text())
+    keep = [im for im in data["images"] if im["modality"] == "fluorescence_grayscale" and im["width"] <= 360][:8]
+    ids = {im["id"] for im in keep}
+    subset = dict(data, images=keep, annotations=[a for a in data["annotations"] if a["image_id"] in ids])
+    (tmp_path / "subset.json").write_text(json.dumps(subset))
+    coco = load_coco(tmp_path / "subset.json", DSB_VAL / "images")
+    metrics = evaluate(Predictor.from_weights("nuclei", device="cpu", score_threshold=0.05), coco)
+    assert metrics["segm"]["AP"] >= NUCLEI_SUBSET_SEGM_AP - 1.5
