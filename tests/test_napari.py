@@ -460,3 +460,14 @@ def test_reader_declines_other_json(tmp_path):
     path.write_text('{"hello": 1}')
     assert get_reader(str(path)) is None
     assert get_reader(str(tmp_path / "image.tif")) is None
+
+
+def test_the_panel_offers_the_shipped_weights_by_name(widget):
+    _, w = widget
+    assert [w.model_combo.itemData(i) for i in range(w.model_combo.count())] == ["cells", "nuclei"]
+    w.model_combo.setCurrentIndex(1)
+    w._load_chosen_model  # noqa: B018  (the fixture ships no weights: choosing says so instead of loading)
+    from napari_cellboxify.weights import WeightsError
+
+    with pytest.raises(WeightsError, match="'nuclei' weights"):
+        w._load_chosen_model()
