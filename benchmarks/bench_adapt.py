@@ -1,8 +1,8 @@
 """Fine-tuning on a few boxes: does ``cellboxify fine-tune`` make the model better on the user's own cells?
 
 For each domain the user's N boxes are all cells in a growing region of one image (the N boxes nearest its
-top-left corner, N = 0, 10, 30, 100, all), fine-tuned with ``finetune.fine_tune`` at its default budget from the
-shipped weights, and scored by segm AP (LIVECell's COCO evaluation) on *other* images of that domain:
+top-left corner, N = 0, 10, 30, 100, all), fine-tuned with ``finetune.fine_tune`` at its defaults (5 minutes;
+the start chosen among the shipped files by the training boxes), and scored by segm AP (LIVECell's COCO evaluation) on *other* images of that domain:
 
 - SH-SY5Y: boxes on ``sartorius-shsy5y-1``; scored on the three SH-SY5Y images of ``sartorius-2021`` with exact
   labels (``original/`` f653c5eec0f8, ``reconstructed/`` 5d066f4c3eef and 642d9cbe7f15);
@@ -12,7 +12,7 @@ shipped weights, and scored by segm AP (LIVECell's COCO evaluation) on *other* i
   fluorescence images of ``dsb2018/val``;
 - LIVECell A172 (a type the weights know): boxes on the ``livecell-mini/train`` A172 image; scored on val A172.
 
-N = 0 is the shipped weights as they are. Two seeds a point (``train.seed``: sample order and augmentation). Each
+N = 0 is the default (``cells``) weights as they are. Two seeds a point (``train.seed``: sample order and augmentation). Each
 point is kept in ``bench_adapt_points.json`` as soon as it is measured, so an interrupted run resumes; the
 RESULTS section and ``adapt.png`` are written from every point measured so far.
 
@@ -122,15 +122,14 @@ def measure(domain: str, n: int | str, seed: int, minutes: float, device: str, w
     from napari_cellboxify.finetune import fine_tune
     from napari_cellboxify.weights import default_weights_path
 
-    start = default_weights_path()
-    if n == 0:
-        return {**score(start, coco, device), "boxes": 0, "wall_s": 0.0}
+    if n == 0:  # the default weights as they are
+        return {**score(default_weights_path(), coco, device), "boxes": 0, "wall_s": 0.0}
     name, image, boxes = boxed_image(domain)
     chosen = boxes if n == "all" else grown_region(boxes, image.shape, int(n))
     run = workdir / f"run_{n}_{seed}"
-    report = fine_tune([(name, image, chosen)], run, weights=start, minutes=minutes, device=device, seed=seed)
+    report = fine_tune([(name, image, chosen)], run, minutes=minutes, device=device, seed=seed)  # weights "auto"
     return {**score(run / "model.pt", coco, device), "boxes": len(chosen), "wall_s": report.wall_seconds,
-            "kept": report.kept, "zoom": report.fitted_zoom, "steps": report.steps, "best_step": report.best_step,
+            "kept": report.kept, "start": report.start_name, "zoom": report.zoom, "steps": report.steps, "best_step": report.best_step,
             "check_before": report.before_ap, "check_after": report.after_ap, "check_boxes": report.check_boxes}
 
 
@@ -139,10 +138,12 @@ def load_points() -> dict:
 
 
 def table(points: dict, minutes: float) -> str:
-    lines = [f"Budget {minutes:g} min per fine-tune (the default), from the shipped weights; segm AP (LIVECell's "
-             "evaluation) on the domain's *other* images, one figure per seed; in brackets the gain over N = 0; "
-             "wall time of the fine-tune (zoom search, checks and training) and what was kept.", "",
-             "| domain | N boxes | segm AP per seed | mean (gain) | segm AP50 | fine-tune wall s | kept; zoom; steps |",
+    lines = [f"Budget {minutes:g} min per fine-tune (the default), `weights=\"auto\"` (the default: the shipped file "
+             "that finds the training boxes best starts); N = 0 is the default `cells` weights as they are. segm AP "
+             "(LIVECell's evaluation) on the domain's *other* images, one figure per seed; in brackets the gain over "
+             "N = 0; wall time of the fine-tune (start choice, zoom search, checks and training); the start file, "
+             "what was kept, the zoom written and the training steps.", "",
+             "| domain | N boxes | segm AP per seed | mean (gain) | segm AP50 | fine-tune wall s | start → kept; zoom; steps |",
              "|---|---|---|---|---|---|---|"]
     for domain, (label, _, _) in DOMAINS.items():
         base = points.get(f"{domain}/0/0")
@@ -155,7 +156,8 @@ def table(points: dict, minutes: float) -> str:
             mean = float(np.mean(aps))
             gain = f" ({mean - base_ap:+.1f})" if base_ap is not None and n != "0" else ""
             walls = ", ".join(f"{r['wall_s']:.0f}" for r in runs) if n != "0" else "-"
-            kept = "; ".join(f"{r['kept']}, {r['zoom']:g}, {r['steps']}" for r in runs) if n != "0" else "-"
+            kept = "; ".join(f"{r.get('start', 'cells')} → {r['kept']}, {r['zoom']:g}, {r['steps']}" for r in runs
+                             ) if n != "0" else "-"
             count = runs[0]["boxes"]
             lines.append(f"| {label} | {n if n != 'all' else f'all ({count})'} | "
                          f"{' / '.join(f'{a:.1f}' for a in aps)} | {mean:.1f}{gain} | "

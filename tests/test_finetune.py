@@ -10,7 +10,8 @@ import torch
 from napari_cellboxify import finetune
 from napari_cellboxify.checkpoint import read_checkpoint, save_weights
 from napari_cellboxify.data.synthetic import synthetic_cells
-from napari_cellboxify.finetune import Recipe, fine_tune, split_check_boxes
+from napari_cellboxify.finetune import Check, Recipe, fine_tune, split_check_boxes, steady_share
+from napari_cellboxify.zoom_fit import box_ap
 from napari_cellboxify.model import build_model
 
 from conftest import DATA, tiny_config
@@ -47,6 +48,59 @@ def test_few_boxes_keep_at_least_three_aside_and_very_few_none():
     # several images: a fifth of each, topped up to three from the most boxed
     splits = split_check_boxes([("a", (200, 200), _grid_boxes(6)), ("b", (200, 200), _grid_boxes(4))])
     assert sum(len(s.check_boxes) for s in splits) == 3 and all(len(s.train_boxes) >= 2 for s in splits)
+
+
+def _found(truth: np.ndarray, hit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Detections that find exactly the ``hit`` boxes of ``truth`` (score 1) plus one far false positive."""
+    boxes = np.concatenate([truth[hit], [[500, 500, 510, 510]]]).astype(np.float32)
+    return boxes, np.concatenate([np.ones(int(hit.sum())), [0.5]])
+
+
+def test_box_ap_scores_a_subset_and_ignores_detections_on_the_rest():
+    truth = _grid_boxes(6)
+    hit = np.array([True, True, True, False, False, False])
+    assert box_ap([truth], [_found(truth, hit)]) == pytest.approx(50.0, abs=1.0)
+    # only the three found boxes counted: the detections on them score, nothing on the others is a false positive
+    assert box_ap([truth], [_found(truth, hit)], counted=[hit]) == pytest.approx(100.0, abs=1.0)
+    assert box_ap([truth], [_found(truth, hit)], counted=[~hit]) == 0.0
+
+
+def test_steady_share_tells_a_gain_across_the_boxes_from_one_carried_by_a_few():
+    truth = _grid_boxes(10)
+    start = np.zeros(10, bool)
+    start[:3] = True
+    broad = start.copy()
+    broad[3:9] = True  # finds six more boxes
+    narrow = np.zeros(10, bool)
+    narrow[:4] = True  # one more box than the start
+    checks = {name: Check([truth], [_found(truth, hit)], box_ap([truth], [_found(truth, hit)]))
+              for name, hit in (("start", start), ("broad", broad), ("narrow", narrow))}
+    assert steady_share(checks["start"], checks["broad"]) == 1.0
+    assert steady_share(checks["start"], checks["narrow"]) < finetune.STEADY_SHARE  # a half without that box ties
+    assert steady_share(checks["broad"], checks["start"]) == 0.0
+
+
+def test_auto_starts_from_the_shipped_file_that_finds_the_training_boxes_best(tmp_path, monkeypatch):
+    # Two "shipped" files, searched in SHIPPED's order: the default finds nothing at any zoom, the other all.
+    import napari_cellboxify.weights as weights_module
+    import napari_cellboxify.zoom_fit as zoom_fit
+
+    files = {"cells": _tiny_weights(tmp_path), "nuclei": tmp_path / "other.pt"}
+    files["nuclei"].write_bytes(files["cells"].read_bytes())
+    monkeypatch.setattr(weights_module, "resolve_weights", lambda name: files[name])
+    real, scores = zoom_fit.fit_zoom, iter([1.0, 90.0])
+
+    def fit(predictor, items, **kwargs):
+        found, score = real(predictor, items, **kwargs), next(scores)
+        found.box_ap = {z: score for z in found.box_ap}
+        return found
+
+    monkeypatch.setattr(zoom_fit, "fit_zoom", fit)
+    report = fine_tune(_synthetic_items(), tmp_path / "run", minutes=0.2, device="cpu")
+    assert report.start_choice == {"cells": 1.0, "nuclei": 90.0}
+    assert report.start_weights == str(files["nuclei"])
+    assert report.summary().startswith("started from nuclei (cells 1, nuclei 90 on your training boxes); on 3 of")
+    assert read_checkpoint(tmp_path / "run" / "model.pt")["fine_tuned_from"] == "other.pt"
 
 
 def _tiny_weights(tmp_path):
@@ -87,7 +141,8 @@ def test_a_fine_tune_that_does_not_help_keeps_the_start_weights(tmp_path, monkey
     weights = _tiny_weights(tmp_path)
 
     def rigged(model, normalised, splits, zoom):
-        return 10.0 if model.training else 50.0  # the Trainer's model is checked while it is in train mode
+        # the Trainer's model is checked while it is in train mode
+        return finetune.Check([], [], 10.0 if model.training else 50.0)
 
     monkeypatch.setattr(finetune, "check_ap", rigged)
     report = fine_tune(_synthetic_items(), tmp_path / "run", weights=weights, minutes=0.15, device="cpu",

@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fine-tune", help="adapt the weights to your cells from boxes you drew, within a time budget",
                        description="Fine-tune on your boxes: a fifth of them (a strip at the far end of each boxed "
-                       "area) is kept aside to check the result, the zoom is fitted to your boxes, the detector "
+                       "area) is kept aside to check the result, the start weights and zoom are fitted to your boxes, the detector "
                        "trains for the time given, and the weights that detect your kept-aside boxes best are "
                        "written to RUN/model.pt: the fine-tuned ones only when they beat the weights you started "
                        "from. RUN/report.json says what was measured and chosen. Box every cell inside the "
@@ -182,7 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--data", required=True, type=Path, help="COCO file with your boxes (bbox only is enough)")
     f.add_argument("--images", required=True, type=Path, help="folder the COCO file_names are relative to")
     f.add_argument("--out", required=True, type=Path, metavar="RUN", help="folder for model.pt and report.json")
-    f.add_argument("--weights", help="weights to start from: " + WEIGHTS_HELP)
+    f.add_argument("--weights", default="auto",
+                   help="weights to start from: auto (the default: the shipped file, cells or nuclei, that "
+                   "detects your boxes best), cells, nuclei, or a weights file such as an earlier RUN/model.pt")
     f.add_argument("--minutes", type=_minutes, default=5.0,
                    help="time budget of the whole command, checks included (default 5)")
     f.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")

@@ -43,15 +43,25 @@ class ZoomFit:
         return ", ".join(f"{z:.2f}: {ap:.1f}" for z, ap in sorted(self.box_ap.items()))
 
 
-def box_ap(truth: list[np.ndarray], found: list[tuple[np.ndarray, np.ndarray]]) -> float:
+def box_ap(truth: list[np.ndarray], found: list[tuple[np.ndarray, np.ndarray]],
+           counted: list[np.ndarray] | None = None) -> float:
     """COCO bbox AP (0-100, LIVECell's settings) of ``found`` [(boxes XYXY, scores), ...] against ``truth``
-    [boxes XYXY, ...], one entry per image."""
+    [boxes XYXY, ...], one entry per image.
+
+    ``counted`` (one boolean array per image, over its truth boxes) scores a subset of the boxes: the others are
+    marked crowd, so a detection on them counts neither as a hit nor as a false positive.
+    """
     from .data.coco import coco_index
     from .evaluate import coco_eval
     from .export import boxes_coco
 
     # Image ids 1..N in order, as boxes_coco numbers them; image sizes play no part in bbox AP.
-    gt = coco_index(boxes_coco([(str(i), (0, 0), boxes) for i, boxes in enumerate(truth, start=1)]))
+    data = boxes_coco([(str(i), (0, 0), boxes) for i, boxes in enumerate(truth, start=1)])
+    if counted is not None:
+        flags = np.concatenate([np.asarray(c, bool).reshape(-1) for c in counted])
+        for ann, keep in zip(data["annotations"], flags):
+            ann["iscrowd"] = int(not keep)
+    gt = coco_index(data)
     detections = [{"image_id": i, "category_id": 1, "score": float(s), "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]}
                   for i, (boxes, scores) in enumerate(found, start=1)
                   for b, s in zip(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), scores)]

@@ -528,7 +528,11 @@ class CellBoxifyWidget(QWidget):
             raise RuntimeError("no weights loaded: fine-tuning adapts loaded weights to your cells; load weights first")
         items = [(plane_name(image.name, plane), self.plane_image(image, plane), boxes)
                  for plane, boxes in sorted(converted.boxes.items())]
-        settings = dict(weights=self.weights_path, minutes=self.minutes_spin.value(), zoom=self.zoom_spin.value())
+        # From shipped weights the fine-tune chooses the shipped file that finds the user's boxes best (each at
+        # its own zoom); from their own file (an earlier fine-tune) it goes on from that file at the panel's zoom.
+        shipped = any(self.weights_path.name == file for file, _ in SHIPPED.values())
+        settings = dict(weights="auto" if shipped else self.weights_path, minutes=self.minutes_spin.value(),
+                        zoom=None if shipped else self.zoom_spin.value())
         self.cancel_event = threading.Event()
         cancel = self.cancel_event
         run_dir = project / "run"
