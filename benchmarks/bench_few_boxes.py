@@ -40,11 +40,11 @@ IMAGES = ("A172_Phase_C7_1_00d20h00m_4.tif", "BT474_Phase_D3_2_03d16h00m_1.tif",
           "Huh7_Phase_A10_1_02d12h00m_3.tif")
 # name -> (row label, config.train overrides) of the fine-tuning arms; all run at the fitted zoom.
 RECIPES = {
-    "all": ("fine-tune, all weights (the panel's recipe until session 17)", {"trainable": "all"}),
+    "all": ("fine-tune, all weights (the panel's recipe until 2026-11-28)", {"trainable": "all"}),
     "heads": ("fine-tune, heads only (trunk and FPN kept)", {"trainable": "heads"}),
     "all_lr1e-5": ("fine-tune, all weights at lr 1e-5", {"trainable": "all", "lr": 1e-5}),
     "detector": ("fine-tune, detector only (mask branch kept)", {"trainable": "detector"}),
-    "box_heads": ("fine-tune, RPN and box head only (the panel's recipe from session 17)",
+    "box_heads": ("fine-tune, RPN and box head only (the panel's recipe from 2026-11-28)",
                   {"trainable": "box_heads"}),
 }
 

@@ -4,7 +4,7 @@ Stages are timed with forward hooks (the device synchronised at each boundary, s
 than an unhooked run): backbone + FPN, RPN, box head (RoI pooling, two-layer head, NMS), polygon head (RoI pooling,
 then the refinement stages), and mask pasting (polygons -> (N, H, W) masks), the last both ways: on the device
 (``model/paste.py``, what the model does) and on the host with scikit-image plus the copy back (what the model did
-before paste.py, and on a CPU until session 16). Random weights, score threshold 0, detections capped at the image's
+before paste.py, and on a CPU until 2026-11-28). Random weights, score threshold 0, detections capped at the image's
 cells.
 
     python benchmarks/bench_inference_stages.py [--backbone resnet50] [--repeats 5] [--device cuda]

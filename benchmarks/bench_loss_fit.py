@@ -2,7 +2,7 @@
 
 Part 1 (ranking, seconds): each loss term and their weighted total at fixed contours inside every GT box: the true polygon
 (LIVECell's annotation, resampled to 64 vertices), the inscribed ellipse and the filled box. A loss that a
-network can learn masks from must rank the true contour lowest; on LIVECell, session 1's local term ranked the
+network can learn masks from must rank the true contour lowest; on LIVECell, 2026-11-25's local term ranked the
 filled box lowest and the intensity Chan-Vese term was flat.
 Part 2 (``--fit``, minutes): smooth contours (ellipse + 8 Fourier harmonics per box) fitted by Adam to each
 variant's total loss; their mean mask IoU against the GT masks.
@@ -44,7 +44,7 @@ VARIANTS: dict[str, dict] = {
     "unary only": {"local_weight": 0.0, "global_weight": 0.0},
     "no global": {"global_weight": 0.0},
     "no local": {"local_weight": 0.0},
-    "raw Chan-Vese gamma 0.03 (session 2)": {"global_normalize": False, "global_weight": 0.03},
+    "raw Chan-Vese gamma 0.03 (2026-11-25)": {"global_normalize": False, "global_weight": 0.03},
     "global on intensity": {"global_channel": "intensity"},
     "gamma 0.3": {"global_weight": 0.3},
     "gamma 3": {"global_weight": 3.0},
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
     parser.add_argument("--iters", type=int, default=300)
     parser.add_argument("--cells", type=int, default=60, help="cells sampled per image")
     parser.add_argument("--lr", type=float, default=0.003)
-    parser.add_argument("--variants", default="default,raw Chan-Vese gamma 0.03 (session 2),gamma 0.3,no global", help="comma-separated names from VARIANTS")
+    parser.add_argument("--variants", default="default,raw Chan-Vese gamma 0.03 (2026-11-25),gamma 0.3,no global", help="comma-separated names from VARIANTS")
     parser.add_argument("--fit", action="store_true", help="also fit contours to each variant (minutes)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)

@@ -106,7 +106,7 @@ def main(argv=None) -> int:
             config.model.image_scale = arm_zoom  # the panel's Zoom, which fine-tuning trains at
             apply_panel_training(config, args.steps, min(shape))
             config.data.annotated_area = area
-            # Every weight trained, as the panel did until session 17 (bench_few_boxes.py compares the recipes):
+            # Every weight trained, as the panel did until 2026-11-28 (bench_few_boxes.py compares the recipes):
             # this benchmark's figures in RESULTS.md were measured so.
             config.train.trainable = "all"
             config.train.seed = args.seed

@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     livecell_mini_args(parser)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--splits", nargs="+", default=["train", "val"], choices=["train", "val"],
-                        help="splits to segment (val alone for a short GPU session)")
+                        help="splits to segment (val alone for a short GPU run)")
     parser.add_argument("--fit-zoom", action="store_true",
                         help="segment each image at the zoom fitted to its boxes (no oracle-box table)")
     args = parser.parse_args(argv)

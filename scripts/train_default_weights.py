@@ -2,7 +2,7 @@
 
 This is how the shipped default weights are made (weights/README.md): the Trainer of the CLI, plus model
 selection on val (segm AP with LIVECell's settings; the oracle-box mask IoU is logged beside it). It stops by
-itself after ``--minutes`` with a resumable checkpoint, so a long schedule runs as several sessions:
+itself after ``--minutes`` with a resumable checkpoint, so a long schedule runs as several invocations:
 
     python scripts/train_default_weights.py --config configs/livecell_gpu.yaml --out runs/default --minutes 8
     python scripts/train_default_weights.py --out runs/default --minutes 8        # resumes runs/default/last.pt
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
         if not (args.data / split / "annotations.json").exists():
             print(f"skipped: {args.data / split} not found (see ../shared/data/README.md)")
             return 0
-    # Every session of a run resumes it: its own config.json unless --config is given.
+    # Every invocation of a run resumes it: its own config.json unless --config is given.
     config = training_run_config(args.out, args.config, resume=True, supervision=args.supervision, steps=args.steps,
                                  overrides=args.overrides)
     device = pick_device(args.device)

@@ -13,7 +13,7 @@ LIVECELL = DATA / "livecell-mini"
 @pytest.fixture
 def livecell_dir() -> Path:
     if not (LIVECELL / "train" / "annotations.json").exists():
-        pytest.skip(f"LIVECell mini data not found at {LIVECELL} (see README: Data)")
+        pytest.skip(f"LIVECell mini data not found at {LIVECELL} (see ../shared/data/README.md)")
     return LIVECELL
 
 

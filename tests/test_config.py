@@ -35,7 +35,7 @@ def test_round_trip_through_a_file(tmp_path, suffix):
 def test_checkpoints_of_earlier_versions_still_load():
     old = CellBoxifyConfig().to_dict()
     del old["loss"]["pairwise_warmup_steps"]
-    old["loss"]["pairwise_warmup_fraction"] = 0.11  # written by session 2's checkpoints
+    old["loss"]["pairwise_warmup_fraction"] = 0.11  # written by early checkpoints
     assert CellBoxifyConfig.from_dict(old).loss.pairwise_warmup_steps == 500
     old["loss"]["pairwise_warmup_fractoin"] = 0.1  # a typo is still an error
     with pytest.raises(ConfigError, match="pairwise_warmup_fractoin"):

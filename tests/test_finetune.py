@@ -195,7 +195,7 @@ def test_fine_tuning_on_30_boxed_nuclei_learns_to_find_the_kept_aside_ones(tmp_p
     from napari_cellboxify.weights import default_weights_path
 
     if not (NUCLEI / "annotations.json").exists():
-        pytest.skip(f"DSB2018 data not found at {NUCLEI} (see README: Data)")
+        pytest.skip(f"DSB2018 data not found at {NUCLEI} (see ../shared/data/README.md)")
     try:
         weights = default_weights_path()
     except Exception as exc:

@@ -1,6 +1,6 @@
 """The box-only losses on real phase-contrast cells: they must prefer the true contour to the box they start from.
 
-Without this, a network trained with them learns box-like masks (session 1: the local term with pairs only inside
+Without this, a network trained with them learns box-like masks (the first version: the local term with pairs only inside
 the box, and Chan-Vese on intensity, both ranked the filled box lowest on LIVECell). The full table, with more
 cells and variants, is benchmarks/bench_loss_fit.py.
 """
@@ -78,7 +78,7 @@ def test_weighted_total_prefers_the_true_contour_to_a_shrunk_star(cells):
     # unary is ~0.01 for the true contour (annotation vs box rounding) and 0 for the star: count it against truth
     total = config.local_weight * true_local + config.global_weight * true_global + 0.02
     assert total < config.local_weight * star_local + config.global_weight * star_global
-    old = LossConfig(global_normalize=False, global_weight=0.03)  # session 2's weighting shrank masks
+    old = LossConfig(global_normalize=False, global_weight=0.03)  # an early weighting that shrank masks
     old_true, old_true_g = _mean_losses(cells, old, "true")
     old_star, old_star_g = _mean_losses(cells, old, "star")
     assert old.local_weight * old_star + old.global_weight * old_star_g < old.local_weight * old_true + old.global_weight * old_true_g

@@ -99,7 +99,7 @@ class LossConfig:
     # Pairwise terms ramp up linearly over this many steps when training from scratch (they are noise until
     # proposals overlap cells; the paper used 10k of 90k iterations). An absolute count, not a fraction of
     # train.steps: with a fraction, a long nominal schedule stopped early by a time budget never switched them on
-    # (session 3's GPU runs). Fine-tuning from trained weights (--init, the widget) skips the ramp.
+    # (the first GPU runs from scratch). Fine-tuning from trained weights (--init, the widget) skips the ramp.
     pairwise_warmup_steps: int = 500
     # delta, the box-fill prior (losses/fill.py): penalises polygons that cover less than min_fill of their GT
     # box, the bound every convex shape touching its box's four sides meets. 4, not 0: in 200-step fine-tunes
@@ -375,7 +375,7 @@ def fine_tune_config(trained: CellBoxifyConfig) -> CellBoxifyConfig:
     and the preprocessing the weights expect), today's loss and training defaults (Adam at the paper's 1e-4).
 
     Loss weights are a training choice, not part of the weights: taking them from the defaults lets a fix to
-    them (alpha 4, session 5) reach weights trained before it. The CLI's ``train --init`` and the panel's
+    them (alpha 4, 2026-11-27) reach weights trained before it. The CLI's ``train --init`` and the panel's
     Fine-tune both start here.
     """
     stored = trained.to_dict()

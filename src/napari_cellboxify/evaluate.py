@@ -45,7 +45,7 @@ def coco_eval(gt, detections: list[dict], iou_type: str, image_ids: list[int] | 
 
     Every figure is read from COCOeval's precision table at the last ``maxDets`` (2,000), as LIVECell's own
     evaluation does. pycocotools' ``summarize()`` is not used: it computes its headline AP at 100 detections
-    per image whenever 100 is among ``maxDets``, which caps recall on LIVECell's crowded images (until session 22
+    per image whenever 100 is among ``maxDets``, which caps recall on LIVECell's crowded images (until 2026-12-03
     every "AP" of this project was that figure; AP50/AP75 were already at 2,000). For ``segm`` the detections'
     boxes are dropped so that pycocotools takes each detection's area from its mask, as LIVECell's evaluation
     does (with a box it would use the box's area for the size ranges). ``sizes=False`` skips the three size

@@ -55,13 +55,13 @@ class StepInfo:
 
 @dataclass
 class TrainResult:
-    steps_done: int  # the step the run stands at (a resumed run counts the steps of its earlier sessions)
+    steps_done: int  # the step the run stands at (a resumed run counts the steps of its earlier runs)
     cancelled: bool
     checkpoint: Path | None
     weights: Path | None
     history: list[dict] = field(default_factory=list)
     wall_seconds: float = 0.0
-    first_step: int = 0  # the step this session started from (0, or where it resumed)
+    first_step: int = 0  # the step this run started from (0, or where it resumed)
 
     @property
     def steps_this_run(self) -> int:

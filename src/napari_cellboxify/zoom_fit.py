@@ -6,7 +6,7 @@ the zoom that matched its boxes best gave 22.52 (large flat A172 and SKOV3 cells
 which the weights were tuned on: 15.91 -> 16.15). Boxes are what a CellBoxify user draws anyway, so they can
 choose the zoom before any fine-tuning: detection only (no outlines) at six zooms around the current one, scored
 by COCO bbox AP against the boxes; about 6 s for a fully boxed 704x520 image on 2 CPU cores, 2 s on a GPU
-(benchmarks/bench_zoom.py, RESULTS.md "Zoom sensitivity" and "Session 16 on the GPU").
+(benchmarks/bench_zoom.py, RESULTS.md "Zoom sensitivity").
 
 Only the rectangle around the boxes is searched (data/annotated_area.py, the rule fine-tuning follows): a user
 who boxed one corner of an image has said nothing about cells elsewhere, but should box every cell inside that

@@ -3,7 +3,7 @@
 Why half: a convex shape that touches all four sides of its bounding box covers at least half of it (the
 quadrilateral through the four touching points already does). Cells are close to convex, so a polygon that
 fills less than half its box is a concave "star" or a shrunken blob -- a failure box-only training drifted into
-on LIVECell (session 2's run from scratch: median fill 0.41 while still touching the box's sides through a few
+on LIVECell (a box-only run from scratch with the first loss weights: median fill 0.41 while still touching the box's sides through a few
 vertices). The unary term cannot see this (it only looks at the polygon's extreme vertices), so this term
 penalises the missing fill, and only below the bound: above it, the pairwise terms alone decide the shape.
 

@@ -37,7 +37,7 @@ def _nearest_edges(vertices: Tensor, size: int):
     every temporary stays (N, S*S), cache-sized; 96 RoIs on a 64 grid take 113 ms against 208 for the chunked
     code one edge at a time and 599 for all 64 edges at once (2 cores). On an accelerator the loop's ~45 small
     operations per edge are the cost: 8,676 of the 12,984 operations of one training step (3 stages x 64 edges,
-    bench_speed's image, session 16's code), each a kernel launch: a large part of why a step on an H200 took 3.3x
+    bench_speed's image, before the batched raster), each a kernel launch: a large part of why a step on an H200 took 3.3x
     stock Mask R-CNN's. There edges go in chunks as large as ``EDGE_CHUNK_ELEMENTS`` allows.
     """
     if vertices.device.type == "cpu":

@@ -79,7 +79,7 @@ class PolygonHead(nn.Module):
     With ``passes`` > 1 the stages run again, at inference, from the last stage's polygons (same weights): each
     stage reads the features at its input's vertices, so a later pass corrects what the first left. Training
     always supervises one pass: a head trained with two cost 2.6x per step and did no better than a one-pass head
-    run twice at inference (benchmarks/RESULTS.md, session 18).
+    run twice at inference (benchmarks/RESULTS.md, "Refinement passes at inference").
     """
 
     def __init__(
