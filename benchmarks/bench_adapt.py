@@ -130,7 +130,8 @@ def measure(domain: str, n: int | str, seed: int, minutes: float, device: str, w
     report = fine_tune([(name, image, chosen)], run, minutes=minutes, device=device, seed=seed)  # weights "auto"
     return {**score(run / "model.pt", coco, device), "boxes": len(chosen), "wall_s": report.wall_seconds,
             "kept": report.kept, "start": report.start_name, "zoom": report.zoom, "steps": report.steps, "best_step": report.best_step,
-            "check_before": report.before_ap, "check_after": report.after_ap, "check_boxes": report.check_boxes}
+            "check_before": report.before_ap, "check_fitted_zoom": report.before_ap_fitted_zoom,
+            "check_after": report.after_ap, "check_boxes": report.check_boxes, "steady_share": report.steady_share}
 
 
 def load_points() -> dict:

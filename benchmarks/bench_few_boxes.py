@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if livecell_mini_missing(args.data):
         return 0
-    from napari_cellboxify.config import fine_tune_config
+    from napari_cellboxify.recipes import fine_tune_config
     from bench_partial_boxes import apply_panel_training
     from napari_cellboxify.data.coco import CocoSource, coco_index, load_coco
     from napari_cellboxify.data.images import read_image

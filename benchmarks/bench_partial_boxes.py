@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if livecell_mini_missing(args.data):
         return 0
-    from napari_cellboxify.config import fine_tune_config
+    from napari_cellboxify.recipes import fine_tune_config
     from napari_cellboxify.data.coco import CocoSource, load_coco
     from napari_cellboxify.data.images import read_image
     from napari_cellboxify.evaluate import cell_type, evaluate

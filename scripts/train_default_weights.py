@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from napari_cellboxify.checkpoint import save_weights
-    from napari_cellboxify.config import training_run_config
+    from napari_cellboxify.recipes import training_run_config
     from napari_cellboxify.data.coco import CocoSource, add_pseudo_labels, load_coco
     from napari_cellboxify.device import pick_device
     from napari_cellboxify.train import Trainer

@@ -52,7 +52,7 @@ def write_synthetic_coco(folder: Path, n_images: int = 3, shape=(128, 128), n_ce
 
 def tiny_config(steps: int = 4):
     """The smallest useful model, for tests that train a few steps."""
-    from napari_cellboxify.config import small_cpu_config
+    from napari_cellboxify.recipes import small_cpu_config
 
     c = small_cpu_config(steps=steps, lr=1e-3, batch_size=1, log_every=1, checkpoint_every=2)
     c.model.fpn_channels = 32

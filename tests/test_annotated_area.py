@@ -2,7 +2,8 @@ import json
 
 import numpy as np
 
-from napari_cellboxify.config import CellBoxifyConfig, fine_tune_config
+from napari_cellboxify.config import CellBoxifyConfig
+from napari_cellboxify.recipes import fine_tune_config
 from napari_cellboxify.data.annotated_area import annotated_area, crop_to_area
 from napari_cellboxify.data.coco import CocoSource, load_coco
 

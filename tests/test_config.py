@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from napari_cellboxify.config import CellBoxifyConfig, ConfigError, small_cpu_config
+from napari_cellboxify.config import CellBoxifyConfig, ConfigError
+from napari_cellboxify.recipes import small_cpu_config
 
 
 def test_defaults_are_the_papers_values():
@@ -94,7 +95,7 @@ def test_to_dict_is_json_serialisable():
 
 
 def test_training_run_config_resume_keeps_the_runs_own_config(tmp_path):
-    from napari_cellboxify.config import training_run_config
+    from napari_cellboxify.recipes import training_run_config
 
     started = CellBoxifyConfig()
     started.train.lr = 3e-4
@@ -126,7 +127,7 @@ def test_overrides_set_one_value_each_and_name_bad_ones():
 
 def test_fine_tuning_keeps_the_weights_architecture_and_takes_todays_losses(tmp_path):
     from napari_cellboxify.checkpoint import save_weights
-    from napari_cellboxify.config import fine_tune_config, training_run_config
+    from napari_cellboxify.recipes import fine_tune_config, training_run_config
     from napari_cellboxify.model import build_model
 
     trained = small_cpu_config()  # ResNet-18, narrow heads: not the defaults' architecture

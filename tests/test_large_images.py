@@ -119,7 +119,7 @@ def test_tiles_of_a_large_image_are_normalised_alike_and_its_empty_tiles_skipped
     predictor = predict.Predictor(build_model(tiny_config()), "cpu", score_threshold=0.0)
     seen = []
     real = predictor.model.forward
-    monkeypatch.setattr(predictor.model, "forward", lambda images, targets=None: seen.append(1) or real(images))
+    monkeypatch.setattr(predictor.model, "forward", lambda images, targets=None, **kw: seen.append(1) or real(images, **kw))
     ticks = []
     pred = predictor.segment(image, tile=256, overlap=32, progress=lambda done, total: ticks.append((done, total)))
     assert pred.shape == (1024, 1024)

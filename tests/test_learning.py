@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from napari_cellboxify.config import small_cpu_config
+from napari_cellboxify.recipes import small_cpu_config
 from napari_cellboxify.data.dataset import SyntheticSource
 from napari_cellboxify.data.synthetic import synthetic_cells
 from napari_cellboxify.geometry import box_inscribed_ellipse, box_polygon, mask_iou, polygon_to_mask

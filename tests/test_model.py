@@ -1,3 +1,5 @@
+import copy
+
 import torch
 
 from napari_cellboxify.config import CellBoxifyConfig
@@ -176,3 +178,21 @@ def test_image_scale_maps_results_back_to_the_input_frame():
     boxes = torch.tensor([[10.0, 20.0, 50.0, 40.0]])
     polys = m.segment_boxes([torch.rand(3, 64, 64)], [boxes])[0]
     assert polys[..., 0].min() >= 9.9 and polys[..., 0].max() <= 50.1
+
+
+def test_zoom_and_mask_pasting_are_per_call_and_leave_the_model_as_it_was():
+    c = tiny_config()
+    c.model.box_score_thresh = 0.0
+    torch.manual_seed(0)
+    model = build_model(c, load_pretrained=False).eval()
+    zoomed = copy.deepcopy(c)
+    zoomed.model.image_scale, zoomed.model.paste_masks = 2.0, False
+    twin = build_model(zoomed, load_pretrained=False).eval()
+    twin.load_state_dict(model.state_dict())
+    image = torch.rand(3, 64, 64)
+    with torch.no_grad():
+        per_call, built = model([image], scale=2.0, paste=False)[0], twin([image])[0]
+        default = model([image])[0]
+    assert len(per_call["boxes"]) and torch.equal(per_call["boxes"], built["boxes"]) and "masks" not in per_call
+    assert "masks" in default and not torch.equal(default["boxes"], per_call["boxes"])
+    assert model.transform.image_scale == 1.0 and model.transform.paste_masks

@@ -250,7 +250,7 @@ def test_errors_become_notifications_not_tracebacks(widget, monkeypatch):
 
 
 @pytest.mark.parametrize("kind", ["uint16", "rgb", "stack"])
-def test_segment_image_on_16bit_rgb_and_stacks(widget, qtbot, kind):
+def test_segment_image_on_16bit_rgb_and_stacks(widget, qtbot, kind, monkeypatch):
     from napari_cellboxify.model import build_model
     from napari_cellboxify.predict import Predictor
 
@@ -265,10 +265,18 @@ def test_segment_image_on_16bit_rgb_and_stacks(widget, qtbot, kind):
         viewer.dims.set_current_step(0, 1)
     w.zoom_spin.setValue(1.5)
     w.tta_combo.setCurrentText("flips" if kind == "uint16" else "off")
+    seen, transform = [], w.predictor.model.transform
+    real = transform.forward
+    transform.forward = lambda images, targets=None, scale=None: (seen.append(scale), real(images, targets, scale))[1]
+    import napari_cellboxify.predict as predict_module
+
+    tta_used, real_tta = [], predict_module.segment_with_tta
+    monkeypatch.setattr(predict_module, "segment_with_tta", lambda *a, **k: (tta_used.append(1), real_tta(*a, **k))[1])
     w.segment_image()
     qtbot.waitUntil(lambda: w.segment_image_button.isEnabled(), timeout=60_000)
-    assert w.predictor.model.transform.image_scale == 1.5  # the panel's zoom reached the network
-    assert w.predictor.tta == ("flips" if kind == "uint16" else "off")  # and its test-time augmentation
+    # the panel's zoom and test-time augmentation reached the network, and the loaded model was left as it was
+    assert set(seen) == {1.5} and transform.image_scale == 1.0
+    assert bool(tta_used) == (kind == "uint16")
     masks = viewer.layers[MASKS_LAYER].data
     assert masks.shape == (layer.data.shape[:-1] if kind == "rgb" else layer.data.shape)
     if kind == "stack":

@@ -8,6 +8,7 @@ import torch
 from napari_cellboxify.data.images import read_image, read_pixel_size
 from napari_cellboxify.evaluate import coco_eval, prediction_to_coco
 from napari_cellboxify.data.coco import load_coco
+from napari_cellboxify.data.synthetic import synthetic_cells
 from napari_cellboxify.export import write_coco, write_label_tiff, write_measurements_csv
 from napari_cellboxify.geometry import polygons_to_labels
 from napari_cellboxify.model import build_model
@@ -29,7 +30,7 @@ class _GridModelStub(torch.nn.Module):
         self.config, self.transform = model.config, model.transform
         self.offsets = []
 
-    def forward(self, images):
+    def forward(self, images, scale=None, paste=None):
         (img,) = images
         h, w = img.shape[-2:]
         y0, x0 = self.offsets.pop(0)
@@ -248,14 +249,25 @@ def test_oracle_box_iou_counts_every_image_in_its_progress_also_those_without_ma
     assert result["num_cells"] == sum(1 for a in data["annotations"] if a["image_id"] != last)
 
 
-def test_predictor_zoom_reaches_the_network_and_the_config():
-    predictor = Predictor(build_model(tiny_config(), load_pretrained=False), "cpu")
+def test_predictor_zoom_reaches_the_network_and_leaves_the_model_as_it_was():
+    model = build_model(tiny_config(), load_pretrained=False)
+    predictor = Predictor(model, "cpu")
+    seen, real = [], model.transform.forward
+    model.transform.forward = lambda images, targets=None, scale=None: (seen.append(scale), real(images, targets, scale))[1]
     predictor.image_scale = 2.0
-    assert predictor.model.transform.image_scale == 2.0 and predictor.config.model.image_scale == 2.0
+    assert predictor.config.model.image_scale == 2.0
     with pytest.raises(ValueError, match="zoom"):
         predictor.image_scale = 0
-    image = np.zeros((64, 48), np.uint8)
+    image = synthetic_cells((64, 48), 3, seed=1).image
     assert predictor.segment_image(image).shape == (64, 48)  # results stay in the image's own pixels
+    twin = predictor.with_settings(image_scale=0.5, tta="flips")
+    twin.segment_boxes(image, np.array([[4, 4, 20, 20]], np.float32))
+    assert seen[0] == 2.0 and set(seen[1:]) == {0.5}
+    # the model (shared by threads and predictors) and the first predictor keep their own settings
+    assert model.transform.image_scale == model.config.model.image_scale == 1.0
+    assert predictor.image_scale == 2.0 and predictor.tta == "off"
+    with pytest.raises(TypeError, match="not a predictor setting"):
+        predictor.with_settings(zoom=2)
 
 
 def _gt_detections(coco) -> list[dict]:

@@ -160,11 +160,11 @@ def _watched_predictor(monkeypatch, out_of_memory_above: int | None = None):
     real = predictor.model.forward
     calls = []
 
-    def watched(images, targets=None):
+    def watched(images, targets=None, **settings):
         calls.append(tuple(images[0].shape[-2:]))
         if out_of_memory_above is not None and images[0].shape[-1] > out_of_memory_above:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(images, targets)
+        return real(images, targets, **settings)
 
     monkeypatch.setattr(predictor.model, "forward", watched)
     return predictor, calls

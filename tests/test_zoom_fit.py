@@ -34,7 +34,7 @@ def test_fit_zoom_tries_each_zoom_around_the_current_one_and_restores_it():
                    progress=lambda done, total: calls.append((done, total)))
     assert sorted(fit.box_ap) == pytest.approx([1.2 * f for f in ZOOM_FACTORS], abs=1e-3)
     assert fit.zoom in fit.box_ap and fit.box_ap[fit.zoom] >= max(fit.box_ap.values()) - 0.05
-    assert predictor.image_scale == 1.2 and predictor.model.transform.image_scale == 1.2
+    assert predictor.image_scale == 1.2 and predictor.model.transform.image_scale == 1.0  # model untouched
     assert calls[-1] == (len(ZOOM_FACTORS), len(ZOOM_FACTORS))  # the image without boxes was skipped
     with pytest.raises(ValueError, match="draw boxes"):
         fit_zoom(predictor, [(syn.image, np.zeros((0, 4)))])

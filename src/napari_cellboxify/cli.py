@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
 
 # ---- verbs ---------------------------------------------------------------------------------------------------
 def cmd_train(args) -> int:
-    from .config import training_run_config
+    from .recipes import training_run_config
     from .data.coco import CocoSource, add_pseudo_labels, load_coco
     from .train import Trainer
     from .progress import TqdmProgress

@@ -47,39 +47,34 @@ class ModelConfig:
     # polygon head
     num_vertices: int = 64
     refine_stages: int = 3
-    # Times the head runs its stages at inference, each pass starting from the last one's polygons (training
-    # supervises one). A second pass sharpened the outlines of all four mask branches tried on livecell-mini (the
-    # shipped one: train segm AP 15.69 -> 15.91, AP75 17.40 -> 18.46; val 19.90 -> 20.54; a third pass gave less;
-    # benchmarks/RESULTS.md, "Refinement passes at inference"). An inference setting: --set overrides it.
+    # Times the head runs its stages at inference, each pass from the last one's polygons (training supervises
+    # one); 2 measured best (RESULTS.md, "Refinement passes at inference"). An inference setting.
     refine_passes: int = 2
     polygon_roi_size: int = 14
     head_channels: int = 128
     polygon_init: str = "ellipse"  # ellipse | box: the contour the refinement starts from, inside each box
-    # The network sees pixels at this scale (cells have a physical size; images are not resized to a fixed side).
+    # The zoom the network sees pixels at (cells have a physical size; images are not resized to a fixed side).
+    # The model's default: a call may pass another (``model(images, scale=...)``, ``Predictor.image_scale``).
     image_scale: float = 1.0
-    paste_masks: bool = True  # also return full-resolution masks (N,1,H,W) bool beside the polygons
+    paste_masks: bool = True  # default of ``model(images, paste=...)``: full-resolution masks beside the polygons
     inference_chunk: int = 500  # RoIs per polygon-head call at inference (bounds memory with 2,000 detections)
     # At inference, clip every vertex into its box (the detection's, or the box the user drew): a cell's mask
-    # lies inside its box, as Mask R-CNN's masks do by construction. Box-only fine-tuning lets vertices drift
-    # past the box (the unary term only sees the polygon's extremes); clipping removes that overshoot.
+    # lies inside its box, as Mask R-CNN's masks do by construction.
     clip_polygons_to_box: bool = True
-    # Test-time augmentation at inference (tta.py): "off"; "flips" segments the 8 flips/transposes of each image
-    # and merges them (boxes fused, outlines averaged); "flips+scales" adds 4 flips at 0.8x and 1.25x zoom.
-    # Off by default: "flips+scales" costs ~15x the time of one pass on a CPU (2.5x on a GPU) for +1.5 segm AP
-    # on LIVECell val with the default weights (20.54 -> 22.02; benchmarks/bench_tta.py).
+    # Test-time augmentation at inference (tta.py): "off"; "flips" (the 8 flips/transposes, boxes fused,
+    # outlines averaged); "flips+scales" (and 4 flips at 0.8x and 1.25x zoom). Gains and cost: RESULTS.md,
+    # "Test-time augmentation".
     tta: str = "off"
 
 
 @dataclass
 class LossConfig:
     supervision: str = "box"  # box (bbox only) | mask (full masks, the reference with the same net)
-    # alpha. 4, not 1: with 1 the pairwise terms pulled vertices past their boxes during box-only fine-tuning on
-    # LIVECell (oracle-box IoU 0.70 -> 0.58 in 200 steps, polygon box vs GT box IoU 0.80); with 4 the polygon
-    # keeps its box and the pairwise terms shape it inside (0.72 after 200 steps, two seeds; RESULTS.md).
+    # alpha, the CIoU term. 4, not the paper's 1: with 1 the pairwise terms pull vertices past their boxes
+    # (docs/experiments/2026-11-27-loss-weights.md).
     unary_weight: float = 4.0
-    # beta. On LIVECell the local term alone prefers a concave star that touches the four box edges (it cuts
-    # through textured cell interiors for free); the normalised Chan-Vese term is what ranks the true contour
-    # first, so gamma must outweigh it (benchmarks/bench_loss_fit.py; gamma 0.03 on the raw energy shrank masks).
+    # beta, the local pairwise term; gamma (below) must outweigh it on phase contrast, where the normalised
+    # Chan-Vese term is what ranks the true contour first (RESULTS.md, "Loss ranking and fit on real cells").
     local_weight: float = 0.5
     global_weight: float = 1.0  # gamma
     global_normalize: bool = True  # Chan-Vese energy / crop variance (1 - Otsu separability), contrast-free
@@ -97,17 +92,12 @@ class LossConfig:
     raster_padding: float = 4.0  # px added around the GT box for the crop the polygon is rasterised in
     inv_smoothness: float = 0.1
     # Pairwise terms ramp up linearly over this many steps when training from scratch (they are noise until
-    # proposals overlap cells; the paper used 10k of 90k iterations). An absolute count, not a fraction of
-    # train.steps: with a fraction, a long nominal schedule stopped early by a time budget never switched them on
-    # (the first GPU runs from scratch). Fine-tuning from trained weights (--init, the widget) skips the ramp.
+    # proposals overlap cells; the paper used 10k of 90k iterations). A step count, not a fraction of
+    # train.steps, so that a run stopped by a time budget still reaches them. Training from weights skips it.
     pairwise_warmup_steps: int = 500
     # delta, the box-fill prior (losses/fill.py): penalises polygons that cover less than min_fill of their GT
-    # box, the bound every convex shape touching its box's four sides meets. 4, not 0: in 200-step fine-tunes
-    # with alpha 4 it changed nothing (oracle IoU 0.724 vs 0.719 / 0.721), but past ~1,000 steps polygons
-    # turn into concave shapes that touch their box's edges (median fill 0.54, GT 0.64); refitting the mask
-    # branch of such a detector for 200 steps gave oracle IoU 0.555 / segm AP 7.6 without it and 0.678 / 12.7
-    # with it (RESULTS.md "Long box-only training: the box-fill prior"); a fresh mask branch on a fixed detector
-    # ended at segm AP 16.6 with it, 15.8 without ("Two-stage box-only training").
+    # box, the bound every convex shape touching its box's four sides meets. On, because long box-only runs
+    # otherwise turn polygons concave (docs/experiments/2026-11-27-long-training-and-fresh-mask-branch.md).
     fill_weight: float = 4.0
     min_fill: float = 0.5
     max_polygon_rois_per_image: int = 64  # positives sampled for the polygon losses (bounds CPU cost)
@@ -153,17 +143,13 @@ class TrainConfig:
     # time (finetune.py) sets it, as its step count is a ceiling, not a schedule.
     warmup_steps: int | None = None
     grad_clip: float = 10.0
-    # "polygon_head" trains only the mask branch and keeps the detector (trunk, FPN, RPN, box head) as loaded:
-    # the polygon head can be refitted to a detector without changing what it detects. The others keep parts as
-    # loaded for fine-tuning on a few dozen boxes (benchmarks/bench_few_boxes.py measures which forgets least):
-    # "heads" trains RPN, box head and polygon head (trunk and FPN kept); "detector" everything but the polygon
-    # head; "box_heads" only the RPN and the box head.
+    # The parts a run trains; the rest stay as loaded. "polygon_head": only the mask branch (refit it on a fixed
+    # detector); "heads": RPN, box head and polygon head; "detector": everything but the polygon head (what
+    # finetune.py trains); "box_heads": only the RPN and the box head.
     trainable: str = "all"  # all | heads | detector | box_heads | polygon_head
-    # Start the mask branch afresh (its start contour, the inscribed ellipse) after loading --init weights.
-    # Why: after thousands of joint box-only steps the polygon head drifts into concave shapes worse than its
-    # start contour, while a fresh head trained on the same fixed detector improves on it (LIVECell val: segm AP
-    # 11.1 -> 16.6 in 300 steps; a refit of the drifted head only reached 11.7). With trainable=polygon_head
-    # this is the second stage of how the default weights are made (weights/README.md).
+    # Start the mask branch afresh (its start contour) after loading --init weights: after long joint box-only
+    # training a fresh head on the fixed detector beats the drifted one
+    # (docs/experiments/2026-11-27-long-training-and-fresh-mask-branch.md; weights/README.md's second stages).
     reset_polygon_head: bool = False
     # > 0: also keep an exponential moving average of the weights with this decay (ema.py) and ship it as
     # model.pt; 0 ships the last step's weights. 0.998 averages about the last 500 steps (fewer in short runs).
@@ -368,79 +354,3 @@ def parse_override(item: str) -> tuple[str, str, Any]:
         raise ConfigError(f"override {item!r}: cannot parse the value") from None
     _section_from_dict(section, _SECTIONS[section], {name: value})
     return section, name, value
-
-
-def fine_tune_config(trained: CellBoxifyConfig) -> CellBoxifyConfig:
-    """The config for fine-tuning weights trained with ``trained``: its model and data sections (architecture
-    and the preprocessing the weights expect), today's loss and training defaults (Adam at the paper's 1e-4).
-
-    Loss weights are a training choice, not part of the weights: taking them from the defaults lets a fix to
-    them (alpha 4, 2026-11-27) reach weights trained before it. The CLI's ``train --init`` and the panel's
-    Fine-tune both start here.
-    """
-    stored = trained.to_dict()
-    config = CellBoxifyConfig.from_dict({"model": stored["model"], "data": stored["data"]})
-    # Which part of an image is annotated describes the new boxes, not the weights' training data.
-    config.data.annotated_area = DataConfig.annotated_area
-    config.validate()
-    return config
-
-
-def training_run_config(
-    out_dir: str | Path,
-    config_file: str | Path | None = None,
-    *,
-    resume: bool = False,
-    init_weights: str | Path | None = None,
-    supervision: str | None = None,
-    steps: int | None = None,
-    overrides: list[str] | None = None,
-) -> CellBoxifyConfig:
-    """The config a training run uses (the CLI's ``train`` and scripts/train_default_weights.py).
-
-    An explicit ``config_file`` wins; otherwise a resumed run keeps the ``config.json`` it started with (so that
-    resuming never silently changes the model it continues), else a fine-tuning run (``init_weights``) takes
-    ``fine_tune_config`` of the config inside those weights, else the defaults. ``overrides``
-    (``section.key=value``), then ``supervision`` and ``steps`` (command-line overrides) apply last.
-    """
-    run_config = Path(out_dir) / "config.json"
-    if config_file:
-        config = CellBoxifyConfig.load(config_file)
-    elif resume and run_config.exists():
-        config = CellBoxifyConfig.load(run_config)
-    elif init_weights:
-        from .checkpoint import config_from_checkpoint, read_checkpoint
-
-        config = fine_tune_config(config_from_checkpoint(read_checkpoint(init_weights), init_weights))
-    else:
-        config = CellBoxifyConfig()
-    if overrides:
-        config = apply_overrides(config, overrides)
-    if supervision:
-        config.loss.supervision = supervision
-    if steps:
-        config.train.steps = steps
-    config.validate()
-    return config
-
-
-def small_cpu_config(**train_overrides: Any) -> CellBoxifyConfig:
-    """A light configuration for tests, demos and CPU fine-tuning: ResNet-18 trunk, narrow FPN and heads."""
-    config = CellBoxifyConfig()
-    config.model.backbone = "resnet18"
-    config.model.pretrained_backbone = False
-    config.model.norm = "group"
-    config.model.trainable_backbone_layers = 5
-    config.model.fpn_channels = 64
-    config.model.representation_size = 256
-    config.model.head_channels = 64
-    config.model.rpn_pre_nms_top_n_train = 600
-    config.model.rpn_post_nms_top_n_train = 300
-    config.model.rpn_pre_nms_top_n_test = 1000
-    config.model.rpn_post_nms_top_n_test = 500
-    config.model.box_batch_size_per_image = 128
-    config.model.detections_per_img = 300
-    config.loss.max_polygon_rois_per_image = 32
-    for key, value in train_overrides.items():
-        setattr(config.train, key, value)
-    return config

@@ -230,9 +230,8 @@ def check_ap(model, normalised: list[np.ndarray], splits: list[ImageSplit], zoom
     from .zoom_fit import box_ap
 
     truth, found = [], []
-    was_training, old_zoom = model.training, model.transform.image_scale
+    was_training = model.training
     model.eval()
-    model.transform.image_scale = zoom
     device = next(model.parameters()).device
     try:
         for image, split in zip(normalised, splits):
@@ -245,7 +244,7 @@ def check_ap(model, normalised: list[np.ndarray], splits: list[ImageSplit], zoom
             h, w = image.shape
             cy0, cy1, cx0, cx1 = max(0, y0 - pad), min(h, y1 + pad), max(0, x0 - pad), min(w, x1 + pad)
             tensor = to_model_input(image[cy0:cy1, cx0:cx1]).to(device)
-            boxes, scores = model.detect(model.encode(tensor))
+            boxes, scores = model.detect(model.encode(tensor, zoom))
             boxes = boxes.float().cpu().numpy() + np.array([cx0, cy0, cx0, cy0], np.float32)
             scores = scores.float().cpu().numpy()
             cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
@@ -253,7 +252,6 @@ def check_ap(model, normalised: list[np.ndarray], splits: list[ImageSplit], zoom
             truth.append(split.check_boxes)
             found.append((boxes[keep], scores[keep]))
     finally:
-        model.transform.image_scale = old_zoom
         model.train(was_training)
     return Check(truth, found, box_ap(truth, found)) if truth else None
 
@@ -317,7 +315,7 @@ def fine_tune_run_config(start: CellBoxifyConfig, recipe: Recipe, zoom: float, s
     ``NETWORK_CROP`` px as the network sees them (more for large cells: ``median_side``, image px), and lighter
     sampling than full training (fewer proposals and RoIs per step: a few dozen boxes need no more, and a CPU
     step costs less)."""
-    from .config import fine_tune_config
+    from .recipes import fine_tune_config
 
     config = fine_tune_config(start)
     config.model.image_scale = float(zoom)
@@ -399,7 +397,7 @@ def fine_tune(items: list[tuple[str, np.ndarray, np.ndarray]], out_dir: str | Pa
     if auto:
         # Another file must beat the default by MIN_GAIN on the training boxes: a few boxes rank close files by
         # chance, and the default is what the user would otherwise get.
-        best = max(starts, key=lambda n: starts[n].fit_ap)
+        best = max(starts.items(), key=lambda item: item[1].fit_ap)[0]
         if starts[best].fit_ap >= starts[DEFAULT].fit_ap + MIN_GAIN:
             choice = best
         say("start weights: " + ", ".join(f"{n} {p.fit_ap:.1f}" for n, p in starts.items())
@@ -521,15 +519,14 @@ def _start_point(path: Path, items, splits: list[ImageSplit], device, zoom: floa
     from .zoom_fit import fit_zoom
 
     model, _ = load_model(path, device)
-    if zoom is not None:
-        model.transform.image_scale = model.config.model.image_scale = float(zoom)
-    config = copy.deepcopy(model.config)
-    d = config.data
-    normalised = [normalize_image(image, d.clahe, d.clahe_clip_limit) for _, image, _ in items]
     predictor = Predictor(model, device)
+    if zoom is not None:
+        predictor.image_scale = zoom
+    d = predictor.config.data
+    normalised = [normalize_image(image, d.clahe, d.clahe_clip_limit) for _, image, _ in items]
     fit = fit_zoom(predictor, [(image, split.train_boxes) for (_, image, _), split in zip(items, splits)
                                if len(split.train_boxes)], factors=ZOOM_FACTORS)
-    return StartPoint(path, model, config, float(model.transform.image_scale), normalised, fit)
+    return StartPoint(path, model, predictor.config, predictor.image_scale, normalised, fit)
 
 
 def _race(runs: list[RecipeRun], deadline: float, measure: Callable[[RecipeRun], None] | None,

@@ -6,6 +6,8 @@ It knows nothing of napari. Images go in as numpy arrays (2-D, RGB(A), any dtype
 
 from __future__ import annotations
 
+import copy
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -75,7 +77,9 @@ class Predictor:
                  max_detections: int | None = None):
         self.device = pick_device(device) if isinstance(device, str) else torch.device(device)
         self.model = model.to(self.device).eval()
-        self.config: CellBoxifyConfig = model.config
+        # The predictor's own settings (zoom, test-time augmentation), passed to the model at each call: the model
+        # itself is never changed, so threads and other predictors may share it.
+        self.config: CellBoxifyConfig = copy.deepcopy(model.config)
         self.score_threshold = score_threshold
         self.max_detections = max_detections
 
@@ -92,15 +96,27 @@ class Predictor:
 
     @property
     def image_scale(self) -> float:
-        """The zoom the network sees images at (``model.image_scale``); set it for another magnification."""
-        return self.model.transform.image_scale
+        """The zoom the network sees images at (``model.image_scale`` of this predictor's config); set it for
+        another magnification."""
+        return self.config.model.image_scale
 
     @image_scale.setter
     def image_scale(self, value: float) -> None:
         if not value > 0:
             raise ValueError(f"the zoom (image scale) must be > 0, got {value}")
-        # The config changes with the transform: fine-tuning from this predictor's config keeps the zoom.
-        self.model.transform.image_scale = self.config.model.image_scale = float(value)
+        self.config.model.image_scale = float(value)
+
+    def with_settings(self, **settings) -> "Predictor":
+        """A predictor on the same model with other settings (``image_scale``, ``tta``, ``score_threshold``,
+        ``max_detections``): what a worker thread takes, so that a later change of the panel's settings does not
+        reach a run already going."""
+        twin = copy.copy(self)
+        twin.config = copy.deepcopy(self.config)
+        for name, value in settings.items():
+            if name not in ("image_scale", "tta", "score_threshold", "max_detections"):
+                raise TypeError(f"not a predictor setting: {name}")
+            setattr(twin, name, value)
+        return twin
 
     @classmethod
     def from_weights(cls, path: str | Path | None = None, device: str = "auto", overrides: list[str] | None = None,
@@ -209,8 +225,8 @@ class Predictor:
         tensor = to_model_input(norm).to(self.device)
         box_tensor = torch.from_numpy(np.ascontiguousarray(boxes)).to(self.device)
         if self.tta != "off":
-            return outline_with_tta(self.model, tensor, box_tensor, TTA_VIEWS[self.tta])
-        return self.model.segment_boxes([tensor], [box_tensor])[0].float().cpu().numpy()
+            return outline_with_tta(self.model, tensor, box_tensor, TTA_VIEWS[self.tta], scale=self.image_scale)
+        return self.model.segment_boxes([tensor], [box_tensor], scale=self.image_scale)[0].float().cpu().numpy()
 
     def segment_stack(self, stack: np.ndarray, progress: Callable[[int, int], None] | None = None,
                       **kwargs) -> list[Prediction]:
@@ -297,16 +313,11 @@ class Predictor:
         threshold = self.score_threshold if score_threshold is None else score_threshold
         tensor = to_model_input(norm).to(self.device)
         if self.tta != "off":
-            boxes, scores, polys = segment_with_tta(self.model, tensor, TTA_VIEWS[self.tta], threshold)
+            boxes, scores, polys = segment_with_tta(self.model, tensor, TTA_VIEWS[self.tta], threshold,
+                                                    scale=self.image_scale)
             return Prediction(polys, boxes, scores, shape)
-        # The Predictor rasterises polygons itself, only when asked: no full-size masks from the model here, and
-        # the model's own setting is left as it was for its other users (a Trainer's evaluation, say).
-        transform = self.model.transform
-        paste, transform.paste_masks = transform.paste_masks, False
-        try:
-            out = self.model([tensor])[0]
-        finally:
-            transform.paste_masks = paste
+        # The Predictor rasterises polygons itself, only when asked: no full-size masks from the model here.
+        out = self.model([tensor], scale=self.image_scale, paste=False)[0]
         keep = out["scores"] >= threshold
         return Prediction(out["polygons"][keep].float().cpu().numpy(), out["boxes"][keep].float().cpu().numpy(),
                           out["scores"][keep].float().cpu().numpy(), shape)

@@ -171,28 +171,24 @@ def average_outlines(polygons: list, boxes: np.ndarray, shape: tuple[int, int], 
 
 @torch.no_grad()
 def segment_with_tta(model, image: torch.Tensor, views=TTA_VIEWS["flips"], score_threshold: float = 0.0,
-                     iou_thresh: float = FUSION_IOU) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Boxes (N, 4), scores (N,) and polygons (N, V, 2) of one (3, H, W) model input, merged over ``views``.
+                     iou_thresh: float = FUSION_IOU, scale: float | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boxes (N, 4), scores (N,) and polygons (N, V, 2) of one (3, H, W) model input, merged over ``views``;
+    each view's zoom is relative to ``scale`` (default: the config's ``model.image_scale``).
 
     The model's own score threshold, NMS and detection cap apply in each view; fused boxes scoring below
     ``score_threshold`` are dropped before they are outlined, and the rest capped at ``detections_per_img``.
     """
     shape = (int(image.shape[-2]), int(image.shape[-1]))
-    transform = model.transform
-    base_scale = transform.image_scale
+    base_scale = model.transform.image_scale if scale is None else float(scale)
     boxes, scores, outline_views = [], [], []
-    try:
-        for k, zoom in views:
-            transform.image_scale = base_scale * zoom
-            viewed = view_tensor(image, k)
-            encoded = model.encode(viewed)
-            b, s = model.detect(encoded)
-            boxes.append(boxes_from_view(b, k, shape).float().cpu().numpy())
-            scores.append(s.float().cpu().numpy())
-            if zoom == 1.0:  # outlines come from unzoomed views (their features are kept for the fused boxes)
-                outline_views.append((k, encoded))
-    finally:
-        transform.image_scale = base_scale
+    for k, zoom in views:
+        encoded = model.encode(view_tensor(image, k), base_scale * zoom)
+        b, s = model.detect(encoded)
+        boxes.append(boxes_from_view(b, k, shape).float().cpu().numpy())
+        scores.append(s.float().cpu().numpy())
+        if zoom == 1.0:  # outlines come from unzoomed views (their features are kept for the fused boxes)
+            outline_views.append((k, encoded))
     fused, fused_scores, _ = weighted_box_fusion(boxes, scores, iou_thresh)
     keep = np.flatnonzero(fused_scores >= score_threshold)[: model.roi_heads.detections_per_img]
     fused, fused_scores = fused[keep], fused_scores[keep]
@@ -214,8 +210,9 @@ def outline_boxes(model, encoded_views, boxes: torch.Tensor, shape: tuple[int, i
 
 
 @torch.no_grad()
-def outline_with_tta(model, image: torch.Tensor, boxes: torch.Tensor, views=TTA_VIEWS["flips"]) -> np.ndarray:
-    """Polygons (N, V, 2) for given boxes (user-drawn), averaged over the unzoomed ``views``."""
+def outline_with_tta(model, image: torch.Tensor, boxes: torch.Tensor, views=TTA_VIEWS["flips"],
+                     scale: float | None = None) -> np.ndarray:
+    """Polygons (N, V, 2) for given boxes (user-drawn), averaged over the unzoomed ``views`` at zoom ``scale``."""
     shape = (int(image.shape[-2]), int(image.shape[-1]))
-    encoded = [(k, model.encode(view_tensor(image, k))) for k, zoom in views if zoom == 1.0]
+    encoded = [(k, model.encode(view_tensor(image, k), scale)) for k, zoom in views if zoom == 1.0]
     return outline_boxes(model, encoded, boxes, shape)

@@ -84,17 +84,18 @@ def _regions(tensor: torch.Tensor, window: int, margin: int = MARGIN) -> list[tu
     return out
 
 
-def _detect(model, regions, nms_thresh: float, step: Callable[[], None]) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes and scores over all ``regions`` of one image, each detection from the region whose core holds its
-    centre, duplicates across cores removed by NMS (as ``Predictor.segment_tiled`` merges tiles); ``step()`` is
-    called after each region."""
+def _detect(model, regions, nms_thresh: float, step: Callable[[], None], scale: float
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes and scores over all ``regions`` of one image seen at zoom ``scale``, each detection from the region
+    whose core holds its centre, duplicates across cores removed by NMS (as ``Predictor.segment_tiled`` merges
+    tiles); ``step()`` is called after each region."""
     if len(regions) == 1:  # the whole rectangle at once
-        found, score = model.detect(model.encode(regions[0][0]))
+        found, score = model.detect(model.encode(regions[0][0], scale))
         step()
         return found.float().cpu().numpy(), score.float().cpu().numpy()
     boxes, scores = [], []
     for crop, (x0, y0), (cx0, cy0, cx1, cy1) in regions:
-        found, score = model.detect(model.encode(crop))
+        found, score = model.detect(model.encode(crop, scale))
         step()
         found = found.float().cpu() + torch.tensor([x0, y0, x0, y0], dtype=torch.float32)
         centre_x, centre_y = (found[:, 0] + found[:, 2]) / 2, (found[:, 1] + found[:, 3]) / 2
@@ -112,7 +113,8 @@ def fit_zoom(predictor, items: list[tuple[np.ndarray, np.ndarray]], factors=ZOOM
     """The zoom, among ``factors`` x the predictor's current one, whose detections best match the boxes.
 
     Args:
-        predictor: a ``Predictor``; its zoom is left as it was (set ``predictor.image_scale`` to the answer).
+        predictor: a ``Predictor``; its zoom is the search's centre and is left as it was (set
+            ``predictor.image_scale`` to the answer).
         items: ``[(image, boxes_xyxy), ...]``, the images the user boxed and their boxes (image pixels); images
             without boxes are skipped.
         progress: called with (done, total) after each image (or tile of a large one) at each zoom.
@@ -145,13 +147,10 @@ def fit_zoom(predictor, items: list[tuple[np.ndarray, np.ndarray]], factors=ZOOM
             progress(done[0], total)
 
     fit = ZoomFit(zoom=base)
-    try:
-        for factor in factors:
-            model.transform.image_scale = base * factor
-            found = [_detect(model, regions, predictor.config.model.box_nms_thresh, step) for regions in inputs]
-            fit.box_ap[round(base * factor, 4)] = box_ap(truth, found)
-    finally:
-        model.transform.image_scale = base
+    for factor in factors:
+        found = [_detect(model, regions, predictor.config.model.box_nms_thresh, step, base * factor)
+                 for regions in inputs]
+        fit.box_ap[round(base * factor, 4)] = box_ap(truth, found)
     best = max(fit.box_ap.values())
     fit.zoom = min((z for z, ap in fit.box_ap.items() if ap >= best - 0.05), key=lambda z: abs(np.log(z / base)))
     return fit

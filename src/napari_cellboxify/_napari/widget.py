@@ -28,13 +28,12 @@ from ..config import TTA_MODES
 from ..data.annotated_area import area_fraction
 from ..data.images import MICROMETRES_PER
 from ..export import plane_name, write_coco, write_label_tiff, write_measurements_csv, write_training_project
-from ..geometry import labels_to_boxes
 from ..io_utils import check_folder
 from ..predict import Predictor
-from ..shapes import between_layers, boxes_to_rectangles, shapes_to_boxes
 from ..train_process import fine_tune_in_subprocess
 from ..weights import SHIPPED, WeightsError, default_weights_path, shipped_weights_path
 from ..zoom_fit import fit_zoom
+from . import layers
 from .io import BOX_STYLE
 
 # The imports above are done here, on the main thread, on purpose: a first import inside a worker thread
@@ -289,9 +288,9 @@ class CellBoxifyWidget(QWidget):
     def _require_model(self):
         if self.predictor is None:
             raise RuntimeError("no model loaded: load weights or fine-tune on your boxes first")
-        self.predictor.image_scale = self.zoom_spin.value()  # read at the click, not while a worker runs
-        self.predictor.tta = self.tta_combo.currentText()
-        return self.predictor
+        # The panel's settings as they are at the click, in a predictor of their own: a worker keeps them while
+        # the user changes the panel (the model is shared, never changed).
+        return self.predictor.with_settings(image_scale=self.zoom_spin.value(), tta=self.tta_combo.currentText())
 
     # ---- layers <-> core ---------------------------------------------------------------------------------
     def _layer(self, combo: QComboBox, kind, what: str):
@@ -303,30 +302,14 @@ class CellBoxifyWidget(QWidget):
     def image_layer(self) -> Image:
         return self._layer(self.image_combo, Image, "an image layer")
 
-    @staticmethod
-    def pixels(layer: Image):
-        """The layer's full-resolution array: a multiscale (pyramid) layer's first level, where its pixels and
-        the masks' grid are."""
-        return layer.data[0] if layer.multiscale else layer.data
-
     def spatial_shape(self, layer: Image) -> tuple[int, ...]:
-        shape = self.pixels(layer).shape
-        return tuple(shape[:-1] if layer.rgb else shape)
+        return layers.spatial_shape(layer)
 
     def current_plane(self, layer: Image) -> tuple:
-        n_lead = len(self.spatial_shape(layer)) - 2
-        if n_lead <= 0:
-            return ()
-        step = self.viewer.dims.current_step
-        offset = self.viewer.dims.ndim - layer.ndim  # layer dims are the last ones of the viewer
-        return tuple(int(step[offset + i]) for i in range(n_lead))
+        return layers.current_plane(layer, self.viewer.dims.current_step, self.viewer.dims.ndim)
 
     def plane_image(self, layer: Image, plane: tuple, lazy: bool = False) -> np.ndarray:
-        """One plane's pixels; ``lazy`` keeps a dask/zarr/memory-mapped layer's plane as it is, for the Segment
-        buttons, which read a large image tile by tile (Predictor) instead of loading it whole."""
-        data = self.pixels(layer)
-        part = data[plane] if plane else data
-        return part if lazy and hasattr(part, "shape") else np.asarray(part)
+        return layers.plane_image(layer, plane, lazy)
 
     def new_boxes_layer(self) -> Shapes:
         image = self.image_layer() if self.image_combo.currentText() else None
@@ -345,60 +328,15 @@ class CellBoxifyWidget(QWidget):
             return self.new_boxes_layer()
         return self._layer(self.boxes_combo, Shapes, "a boxes (Shapes) layer")
 
-    def in_frame(self, data: list, source, target) -> list:
-        """Vertices in layer ``source``'s data coordinates -> ``target``'s (the image's pixels, or back).
-
-        A Shapes layer made by napari's own button or a plugin may have other units or an offset than the image
-        (e.g. µm against pixels): without this, boxes would be read at the wrong cells.
-        """
-        for layer in (source, target):
-            n = len(layer.scale)
-            if not (np.allclose(layer.rotate, np.eye(n)) and np.allclose(layer.shear, 0)
-                    and np.allclose(layer.affine.affine_matrix, np.eye(n + 1))):
-                raise RuntimeError(f"layer '{layer.name}' is rotated, sheared or affine-transformed: CellBoxify "
-                                   "reads boxes on the image's pixel grid; reset that transform first")
-        if np.array_equal(source.scale, target.scale) and np.array_equal(source.translate, target.translate):
-            return list(data)
-        return between_layers(data, source.scale, source.translate, target.scale, target.translate)
-
-    def axes_lacking(self, image: Image, layer: Shapes) -> int:
-        """How many of the image's leading (stack) axes a Shapes layer lacks: > 0 for a 2-D layer over a stack,
-        which napari shows on every slice, so its boxes are taken as the shown slice's (layers align by their
-        trailing axes, so the lacking ones are the first)."""
-        return len(self.spatial_shape(image)) - layer.ndim
-
     def read_boxes(self, image: Image, layer: Shapes):
-        data = self.in_frame(list(layer.data), layer, image)
-        notices = []
-        missing = self.axes_lacking(image, layer)
-        if missing > 0 and data:  # taken as drawn on the slice the user is looking at, not skipped
-            plane = np.asarray(self.current_plane(image)[:missing], dtype=float)
-            data = [np.hstack([np.tile(plane, (len(v), 1)), np.asarray(v, dtype=float)]) for v in data]
-            notices.append(f"the boxes of '{layer.name}' (a {layer.ndim}-D layer over a stack) are taken as boxes "
-                           f"of the slice shown ({', '.join(str(int(i)) for i in plane)})")
-        converted = shapes_to_boxes(data, list(layer.shape_type), self.spatial_shape(image))
-        notices += converted.notices
-        if notices:
-            show_info("CellBoxify: " + "; ".join(notices))
+        """The boxes of ``layer`` on ``image``'s pixels (``layers.read_boxes``), its notices shown."""
+        try:
+            converted = layers.read_boxes(image, layer, self.current_plane(image))
+        except ValueError as exc:  # a rotated or sheared layer, named
+            raise RuntimeError(str(exc)) from None
+        if converted.notices:
+            show_info("CellBoxify: " + "; ".join(converted.notices))
         return converted
-
-    def stable_ids(self, layer: Shapes) -> np.ndarray:
-        """A persistent ``cell_id`` per shape (stored in the layer's features) so labels do not change on re-runs."""
-        n = len(layer.data)
-        features = layer.features.copy()
-        ids = np.zeros(n, dtype=np.int64)
-        if "cell_id" in features and len(features) == n:
-            ids = np.nan_to_num(features["cell_id"].to_numpy(dtype=float)).astype(np.int64)
-        seen: set[int] = set()
-        next_id = int(ids.max(initial=0)) + 1
-        for i in range(n):
-            if ids[i] <= 0 or ids[i] in seen:
-                ids[i] = next_id
-                next_id += 1
-            seen.add(int(ids[i]))
-        features["cell_id"] = ids
-        layer.features = features
-        return ids
 
     def masks_layer(self, image: Image) -> Labels:
         shape = self.spatial_shape(image)
@@ -433,7 +371,7 @@ class CellBoxifyWidget(QWidget):
         if not converted.boxes:
             show_warning("CellBoxify: no usable boxes to segment (draw rectangles in the boxes layer)")
             return
-        ids = self.stable_ids(layer)
+        ids = layers.stable_ids(layer)
         planes = sorted(converted.boxes)
         count = sum(len(b) for b in converted.boxes.values())
 
@@ -600,37 +538,14 @@ class CellBoxifyWidget(QWidget):
         image = self.image_layer()
         labels_layer = self._layer(self.labels_combo, Labels, "a masks (Labels) layer")
         plane = self.current_plane(image)
-        labels = np.asarray(labels_layer.data[plane] if plane else labels_layer.data)
-        ids, boxes = labels_to_boxes(labels)
-        if len(ids) == 0:
+        if not np.asarray(labels_layer.data[plane] if plane else labels_layer.data).any():
             show_warning("CellBoxify: no masks on this slice to turn into boxes")
             return
-        layer = self.boxes_layer(create=True)
-        features = layer.features
-        old_ids = (features["cell_id"].to_numpy() if "cell_id" in features and len(features) == len(layer.data)
-                   else np.zeros(len(layer.data)))
-        in_pixels = self.in_frame(list(layer.data), layer, image)
-        missing = self.axes_lacking(image, layer)  # > 0: its boxes are the shown slice's, all replaced
-        keep = [] if missing > 0 else [
-            i for i, d in enumerate(in_pixels) if tuple(np.round(np.asarray(d)[0, :-2]).astype(int)) != plane]
-        rects = self.in_frame(boxes_to_rectangles(boxes, plane[max(missing, 0):]), labels_layer, layer)
-        new_types = [layer.shape_type[i] for i in keep] + ["rectangle"] * len(rects)
-        new_data = [layer.data[i] for i in keep] + rects
-        layer.data = new_data
-        layer.shape_type = new_types
-        # the masks' ids become the boxes' ids, so segmenting the corrected boxes keeps the same labels
-        layer.features = {"cell_id": [int(old_ids[i]) for i in keep] + [int(i) for i in ids]}
-        show_info(f"CellBoxify: {len(rects)} boxes from the masks of this slice; correct them, then fine-tune again")
-
-    @staticmethod
-    def calibration(image: Image) -> dict:
-        """The image's pixel size, offset and unit (its layer scale, translate and units) for the measurements
-        table, or nothing for a plain pixel grid."""
-        scale, translate = tuple(image.scale[-2:]), tuple(image.translate[-2:])
-        units = {f"{u:~}".replace("µ", "u") for u in getattr(image, "units", ())[-2:]} - {"px", "pixel"}
-        if scale == (1.0, 1.0) and translate == (0.0, 0.0) and not units:
-            return {}
-        return {"pixel_size": scale, "origin": translate, "unit": units.pop() if len(units) == 1 else None}
+        try:
+            made = layers.masks_to_boxes(image, labels_layer, self.boxes_layer(create=True), plane)
+        except ValueError as exc:
+            raise RuntimeError(str(exc)) from None
+        show_info(f"CellBoxify: {made} boxes from the masks of this slice; correct them, then fine-tune again")
 
     @guarded
     def export(self) -> None:
@@ -647,7 +562,7 @@ class CellBoxifyWidget(QWidget):
                                f"the image '{image.name}' is {'x'.join(map(str, self.spatial_shape(image)))}: "
                                "choose the masks of this image")
         planes = [tuple(i) for i in np.ndindex(*labels.shape[:-2])] if labels.ndim > 2 else [()]
-        calibration, stem = self.calibration(image), image.name
+        calibration, stem = layers.calibration(image), image.name
         # The label TIFF carries the pixel size when its unit converts to µm (Fiji then measures the masks in µm).
         to_um = MICROMETRES_PER.get(calibration.get("unit") or "")
         tiff_pixel_size = tuple(v * to_um for v in calibration["pixel_size"]) if to_um else None

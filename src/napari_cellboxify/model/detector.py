@@ -149,13 +149,16 @@ class CellBoxify(FasterRCNN):
         self.config = config
         self.pretrained_loaded = self_pretrained
 
-    def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None):
+    def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None, *,
+                scale: float | None = None, paste: bool | None = None):
+        """torchvision's detection forward; ``scale`` (the zoom) and ``paste`` (full-resolution masks beside the
+        polygons) default to the config's ``model.image_scale`` and ``model.paste_masks``."""
         if self.training and targets is None:
             raise ValueError("training mode needs targets (a list of dicts with 'boxes' and 'labels')")
         original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
         if targets is not None:
             targets = [{k: v for k, v in t.items()} for t in targets]  # the transform edits them in place
-        image_list, targets = self.transform(images, targets)
+        image_list, targets = self.transform(images, targets, scale=scale)
         if targets is not None:
             for t in targets:
                 boxes = t["boxes"]
@@ -170,19 +173,19 @@ class CellBoxify(FasterRCNN):
         )
         if self.training:
             return {**rpn_losses, **roi_losses}
-        return self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
+        return self.transform.postprocess(detections, image_list.image_sizes, original_sizes, paste=paste)
 
     @torch.no_grad()
-    def segment_boxes(self, images: list[Tensor], boxes_xyxy: list[Tensor]) -> list[Tensor]:
+    def segment_boxes(self, images: list[Tensor], boxes_xyxy: list[Tensor], scale: float | None = None) -> list[Tensor]:
         """Polygons (N_i, V, 2) for given boxes (N_i, 4) XYXY in each image's own frame (oracle/user boxes)."""
-        return [self.outline(self.encode(image), boxes) for image, boxes in zip(images, boxes_xyxy)]
+        return [self.outline(self.encode(image, scale), boxes) for image, boxes in zip(images, boxes_xyxy)]
 
     # Inference in pieces, for test-time augmentation (tta.py): one image is encoded once, its boxes found,
     # and later outlined from the same features for boxes fused across views.
     @torch.no_grad()
-    def encode(self, image: Tensor) -> "EncodedImage":
-        """Features of one (3, H, W) image, at the model's image scale."""
-        image_list, _ = self.transform([image], None)
+    def encode(self, image: Tensor, scale: float | None = None) -> "EncodedImage":
+        """Features of one (3, H, W) image seen at zoom ``scale`` (default: the config's ``model.image_scale``)."""
+        image_list, _ = self.transform([image], None, scale=scale)
         features = self.backbone(image_list.tensors)
         if isinstance(features, Tensor):
             features = OrderedDict([("0", features)])
