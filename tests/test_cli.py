@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import tiny_config, write_synthetic_coco
 
@@ -73,29 +74,49 @@ def test_missing_files_get_one_line_and_exit_1(tmp_path):
     assert result.returncode == 1 and "a_file is a file" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_train_predict_evaluate_export_end_to_end(tmp_path):
-    json_path, images_dir = write_synthetic_coco(tmp_path / "data", n_images=2, shape=(96, 96), n_cells=5)
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """``cellboxify train`` on two synthetic images (2 steps): (run folder, COCO file, image folder), shared by
+    the tests of the other verbs below."""
+    root = tmp_path_factory.mktemp("cli")
+    json_path, images_dir = write_synthetic_coco(root / "data", n_images=2, shape=(96, 96), n_cells=5)
     config = tiny_config(steps=2)
     config.model.box_score_thresh = 0.0
-    config.save(tmp_path / "tiny.yaml")
-    run = tmp_path / "run"
-    result = _cli("train", "--data", json_path, "--images", images_dir, "--out", run, "--config", tmp_path / "tiny.yaml",
+    config.save(root / "tiny.yaml")
+    run = root / "run"
+    result = _cli("train", "--data", json_path, "--images", images_dir, "--out", run, "--config", root / "tiny.yaml",
                   "--device", "cpu")
     assert result.returncode == 0, result.stderr[-2000:]
     assert (run / "model.pt").exists()
+    return run, json_path, images_dir
 
-    result = _cli("predict", images_dir, "--out", tmp_path / "pred", "--weights", run / "model.pt",
-                  "--format", "tiff,coco,csv,boxes", "--score-threshold", "0")
+
+@pytest.fixture(scope="module")
+def predicted(trained, tmp_path_factory):
+    """``cellboxify predict`` of the two training images in every format: the output folder."""
+    run, _, images_dir = trained
+    out = tmp_path_factory.mktemp("pred")
+    result = _cli("predict", images_dir, "--out", out, "--weights", run / "model.pt", "--format", "tiff,coco,csv,boxes",
+                  "--score-threshold", "0", "--overwrite")
     assert result.returncode == 0, result.stderr[-2000:]
-    names = sorted(p.name for p in (tmp_path / "pred").iterdir())
-    assert "predictions_coco.json" in names and "synthetic_0_labels.tif" in names and "synthetic_0_cells.csv" in names
-    boxes = json.loads((tmp_path / "pred" / "boxes.json").read_text())
-    assert boxes["annotations"] and all(0 <= a["score"] <= 1 and len(a["bbox"]) == 4 for a in boxes["annotations"])
+    return out
 
-    # a (T, H, W) stack of the same two images: each plane segmented as the image alone was, one label stack
+
+def test_predict_writes_labels_coco_csv_and_scored_boxes(predicted):
+    names = sorted(p.name for p in predicted.iterdir())
+    assert "predictions_coco.json" in names and "synthetic_0_labels.tif" in names and "synthetic_0_cells.csv" in names
+    boxes = json.loads((predicted / "boxes.json").read_text())
+    assert boxes["annotations"] and all(0 <= a["score"] <= 1 and len(a["bbox"]) == 4 for a in boxes["annotations"])
+    coco = json.loads((predicted / "predictions_coco.json").read_text())
+    assert len(coco["annotations"]) == len(boxes["annotations"])  # one outline per detected box
+
+
+def test_predict_segments_a_stack_plane_by_plane_into_one_label_stack(trained, predicted, tmp_path):
     import numpy as np
     import tifffile
 
+    run, _, images_dir = trained
+    # a (T, H, W) stack of the same two images: each plane segmented as the image alone was
     planes = [tifffile.imread(images_dir / f"synthetic_{i}.tif") for i in range(2)]
     tifffile.imwrite(tmp_path / "movie.tif", np.stack(planes))
     result = _cli("predict", tmp_path / "movie.tif", "--out", tmp_path / "pred_stack", "--weights", run / "model.pt",
@@ -105,15 +126,20 @@ def test_train_predict_evaluate_export_end_to_end(tmp_path):
     stack = tifffile.imread(tmp_path / "pred_stack" / "movie_labels.tif")
     assert stack.shape == (2, 96, 96)
     for i in range(2):
-        np.testing.assert_array_equal(stack[i], tifffile.imread(tmp_path / "pred" / f"synthetic_{i}_labels.tif"))
+        np.testing.assert_array_equal(stack[i], tifffile.imread(predicted / f"synthetic_{i}_labels.tif"))
         assert (tmp_path / "pred_stack" / f"movie_{i}_cells.csv").exists()
     coco = json.loads((tmp_path / "pred_stack" / "predictions_coco.json").read_text())
     assert [im["file_name"] for im in coco["images"]] == ["movie_0.tif", "movie_1.tif"]
 
-    # sizes in µm: from an ImageJ-calibrated file's own metadata, or from --pixel-size for an uncalibrated one
+
+def test_predict_gives_sizes_in_micrometres_from_the_file_or_pixel_size(trained, tmp_path):
+    import tifffile
+
     from napari_cellboxify.data.images import read_pixel_size
 
-    tifffile.imwrite(tmp_path / "calibrated.tif", planes[0], imagej=True, resolution=(2.0, 2.0), metadata={"unit": "um"})
+    run, _, images_dir = trained
+    plane = tifffile.imread(images_dir / "synthetic_0.tif")
+    tifffile.imwrite(tmp_path / "calibrated.tif", plane, imagej=True, resolution=(2.0, 2.0), metadata={"unit": "um"})
     result = _cli("predict", tmp_path / "calibrated.tif", images_dir / "synthetic_1.tif", "--out", tmp_path / "pred_um",
                   "--weights", run / "model.pt", "--format", "tiff,csv", "--score-threshold", "0")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -129,18 +155,23 @@ def test_train_predict_evaluate_export_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "area_um2" in (tmp_path / "pred_given" / "synthetic_1_cells.csv").read_text().splitlines()[0]
 
-    # self-training: the predicted boxes as pseudo-labels beside the labeled images (thresholds at 0: an
-    # untrained model's scores are low)
+
+def test_train_on_predicted_boxes_as_pseudo_labels(trained, predicted, tmp_path):
+    run, json_path, images_dir = trained
+    # thresholds at 0: an untrained model's scores are low
     result = _cli("train", "--data", json_path, "--images", images_dir, "--out", tmp_path / "self",
                   "--init", run / "model.pt", "--steps", "2", "--device", "cpu",
-                  "--pseudo-labels", tmp_path / "pred" / "boxes.json", "--pseudo-images", images_dir,
+                  "--pseudo-labels", predicted / "boxes.json", "--pseudo-images", images_dir,
                   "--set", "data.pseudo_score_thresh=0", "--set", "data.pseudo_ignore_thresh=0")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "pseudo-labeled image(s)" in result.stderr and (tmp_path / "self" / "model.pt").exists()
     result = _cli("train", "--data", json_path, "--images", images_dir, "--out", tmp_path / "self2",
-                  "--pseudo-labels", tmp_path / "pred" / "boxes.json")
+                  "--pseudo-labels", predicted / "boxes.json")
     assert result.returncode == 1 and "go together" in result.stderr
 
+
+def test_evaluate_scores_masks_with_and_without_tta_and_from_oracle_boxes(trained, tmp_path):
+    run, json_path, images_dir = trained
     result = _cli("evaluate", "--data", json_path, "--images", images_dir, "--out", tmp_path / "ev",
                   "--weights", run / "model.pt")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -151,16 +182,24 @@ def test_train_predict_evaluate_export_end_to_end(tmp_path):
                   "--weights", run / "model.pt", "--tta", "flips")
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((tmp_path / "ev_tta" / "metrics.json").read_text())["tta"] == "flips"
-
     result = _cli("evaluate", "--data", json_path, "--images", images_dir, "--out", tmp_path / "ev2",
                   "--weights", run / "model.pt", "--oracle-boxes")
     assert result.returncode == 0, result.stderr[-2000:]
     oracle = json.loads((tmp_path / "ev2" / "metrics.json").read_text())["oracle_boxes"]
     assert oracle["num_cells"] == 10 and 0.5 < oracle["mean_iou_filled_box"] < 0.95
 
+
+def test_export_half_precision_is_smaller_and_loads_the_same_weights(trained, tmp_path):
+    from napari_cellboxify.checkpoint import read_checkpoint
+
+    run, _, _ = trained
     result = _cli("export", run, "--out", tmp_path / "half.pt", "--half")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "half.pt").stat().st_size < (run / "model.pt").stat().st_size
+    full, half = read_checkpoint(run / "model.pt")["model"], read_checkpoint(tmp_path / "half.pt")["model"]
+    assert set(full) == set(half)
+    assert all(torch.allclose(full[k].float(), half[k].float(), rtol=1e-2, atol=1e-3) for k in full
+               if full[k].is_floating_point())
 
 
 def test_fine_tuning_from_weights_needs_no_config_file(tmp_path):

@@ -90,8 +90,11 @@ def test_unparseable_file_is_a_config_error(tmp_path):
         CellBoxifyConfig.load(path)
 
 
-def test_to_dict_is_json_serialisable():
-    json.dumps(CellBoxifyConfig().to_dict())
+def test_a_config_survives_json_and_back_unchanged():
+    config = small_cpu_config(steps=7, lr_drop_fractions=(0.5,), warmup_steps=3)
+    config.model.aspect_ratios, config.model.tta, config.data.crop_size = (0.5, 2.0), "flips", None
+    again = CellBoxifyConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again == config and again != CellBoxifyConfig()
 
 
 def test_training_run_config_resume_keeps_the_runs_own_config(tmp_path):

@@ -8,7 +8,6 @@ code 1. No traceback reaches the user unless CELLBOXIFY_DEBUG=1.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import sys
@@ -29,34 +28,26 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _number(kind: type, low: float, high: float = float("inf"), what: str | None = None):
+    """An argparse type: a ``kind`` (int or float) in [low, high], refused in one line naming the range (nan too)."""
+    what = what or (f"an integer >= {low:g}" if kind is int and high == float("inf")
+                    else f"a number between {low:g} and {high:g}")
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = float("nan")
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _score(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a score between 0 and 1, got {text!r}") from None
-    if not 0.0 <= value <= 1.0:  # also refuses nan; a score above 1 would silently keep no cell
-        raise argparse.ArgumentTypeError(f"expected a score between 0 and 1, got {text!r}")
-    return value
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+_positive_int = _number(int, 1, what="a positive integer")
+_nonneg_int = _number(int, 0)
+_score = _number(float, 0.0, 1.0, what="a score between 0 and 1")  # a score above 1 would silently keep no cell
 
 
 def _pixel_size(text: str) -> tuple[float, float]:
@@ -185,23 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--weights", default="auto",
                    help="weights to start from: auto (the default: the shipped file, cells or nuclei, that "
                    "detects your boxes best), cells, nuclei, or a weights file such as an earlier RUN/model.pt")
-    f.add_argument("--minutes", type=_minutes, default=5.0,
+    f.add_argument("--minutes", type=_number(float, MIN_MINUTES, 24 * 60), default=5.0,
                    help="time budget of the whole command, checks included (default 5)")
     f.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     f.add_argument("--force", action="store_true",
                    help="write the fine-tuned weights even when the kept-aside boxes say they are worse")
     f.add_argument("--overwrite", action="store_true", help="replace the model.pt and report.json of an earlier run")
     return parser
-
-
-def _minutes(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not MIN_MINUTES <= value <= 24 * 60:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"expected minutes between {MIN_MINUTES:g} and 1440, got {text!r}")
-    return value
 
 
 def _add_inference_overrides(verb: argparse.ArgumentParser) -> None:
@@ -368,106 +349,34 @@ def format_metrics(metrics: dict) -> list[str]:
 
 
 def cmd_predict(args) -> int:
-    import numpy as np
-
-    from .data.images import TiffRegions, image_planes, open_image, read_pixel_size
-    from .export import (boxes_coco, plane_name, write_coco, write_label_tiff, write_measurements_csv,
-                         write_prediction_csv, write_prediction_tiff)
-    from .io_utils import atomic_write_text
-    from .predict import LARGE_SIDE, Predictor, iter_image_files
-    from .weights import describe_weights
+    from .batch import earlier_outputs, segment_files
+    from .predict import Predictor, iter_image_files
     from .progress import tqdm_callback
+    from .weights import describe_weights
 
-    formats = args.format
     files = iter_image_files(args.inputs)
     if not files:
         raise ValueError("no image files found in the given inputs")
     if not args.overwrite:
-        earlier = _earlier_outputs(args.out, files, formats)
+        earlier = earlier_outputs(args.out, files, args.format)
         if earlier:
             raise ValueError(f"{args.out} already holds {earlier[0].name}" + (f" and {len(earlier) - 1} more output(s)"
                              if len(earlier) > 1 else "") + " of an earlier run: choose another --out or pass --overwrite")
     predictor = Predictor.from_weights(args.weights, device=args.device, score_threshold=args.score_threshold,
                                        overrides=_with_tta(args))
     print(f"cellboxify predict: weights: {describe_weights(args.weights)}", file=sys.stderr)
-    args.out.mkdir(parents=True, exist_ok=True)
-    # COCO is written at the end from the predictions (outlines: small), not from label images kept per plane
-    coco_items, coco_scores, box_items, box_scores = [], [], [], []
-    calibrated, cells = 0, 0
-    # The bar counts tiles: a plane segmented at once is one, a large one as many as it has tiles.
-    units = {"done": 0, "total": len(files)}
-    with tqdm_callback(units["total"], "predict") as progress:
-        def plane_progress(done: int, total: int) -> None:
-            units["plane"] = total
-            progress(units["done"] + done, units["total"] - 1 + total)
-
-        for path in files:
-            image = open_image(path)  # a large TIFF is read tile by tile
-            pixel_size = args.pixel_size or read_pixel_size(path)
-            if pixel_size is not None:
-                calibrated += 1
-            # A stack (T/Z, H, W) is segmented plane by plane, as the panel's "all slices" does: one label stack
-            # of the same shape, and one CSV / COCO image per plane named like the panel's export (NAME_t).
-            planes = [((), image)] if isinstance(image, TiffRegions) else image_planes(image)
-            units["total"] += len(planes) - 1
-            stack = []
-            for index, plane in planes:
-                name = plane_name(path.stem, index)
-                file_name = f"{name}.tif" if index else path.name
-                pred = predictor.segment(plane, tile=args.tile, overlap=args.overlap, progress=plane_progress)
-                tiles = units.pop("plane", 1)
-                units["total"] += tiles - 1
-                units["done"] += tiles
-                # one plane past LARGE_SIDE² is written window by window, never as a whole label image
-                large = len(planes) == 1 and pred.shape[0] * pred.shape[1] > LARGE_SIDE * LARGE_SIDE
-                calibration = {"pixel_size": pixel_size, "unit": "um"} if pixel_size else {}
-                if large:
-                    if "csv" in formats:
-                        write_prediction_csv(args.out / f"{name}_cells.csv", pred, plane, **calibration)
-                    if "tiff" in formats:
-                        write_prediction_tiff(args.out / f"{path.stem}_labels.tif", pred, pixel_size)
-                else:
-                    labels = pred.labels()
-                    stack.append(labels)
-                    if "csv" in formats:
-                        write_measurements_csv(args.out / f"{name}_cells.csv", labels, plane, **calibration)
-                coco_items.append((file_name, pred))
-                cells += len(pred)
-                coco_scores.append(dict(zip(pred.label_ids().tolist(), pred.scores.tolist())))
-                box_items.append((file_name, pred.shape, pred.boxes_xyxy))
-                box_scores.append(pred.scores)
-                progress(units["done"], units["total"])
-            if "tiff" in formats and stack:
-                leading = image.shape[:len(planes[0][0])]  # () for one plane
-                write_label_tiff(args.out / f"{path.stem}_labels.tif", np.stack(stack).reshape(leading + stack[0].shape),
-                                 pixel_size)
-    if "coco" in formats:
-        write_coco(args.out / "predictions_coco.json", coco_items, coco_scores)
-    if "boxes" in formats:
-        atomic_write_text(args.out / "boxes.json", json.dumps(boxes_coco(box_items, box_scores)))
-    stacks = f", {len(coco_items)} planes," if len(coco_items) != len(files) else ""
+    with tqdm_callback(len(files), "predict") as progress:  # counts tiles: the total grows as they are found
+        result = segment_files(predictor, files, args.out, args.format, tile=args.tile, overlap=args.overlap,
+                               pixel_size=args.pixel_size, progress=progress)
+    stacks = f", {result.planes} planes," if result.planes != result.files else ""
     # Say where the µm came from: a biologist comparing two runs' CSVs must know whether both were calibrated.
     sizes = ""
-    if not args.pixel_size and {"csv", "tiff"} & formats:
-        sizes = ("; pixel size (µm) read from every file" if calibrated == len(files) else
-                 f"; pixel size (µm) read from {calibrated} of {len(files)} files, the others in pixels only"
-                 if calibrated else "; no pixel size in the files: sizes in pixels (give --pixel-size for µm)")
-    print(f"segmented {len(files)} image(s){stacks} into {args.out}: {cells} cell(s){sizes}")
+    if not args.pixel_size and {"csv", "tiff"} & args.format:
+        sizes = ("; pixel size (µm) read from every file" if result.calibrated == result.files else
+                 f"; pixel size (µm) read from {result.calibrated} of {result.files} files, the others in pixels only"
+                 if result.calibrated else "; no pixel size in the files: sizes in pixels (give --pixel-size for µm)")
+    print(f"segmented {result.files} image(s){stacks} into {args.out}: {result.cells} cell(s){sizes}")
     return 0
-
-
-def _earlier_outputs(out: Path, files: list[Path], formats: frozenset[str]) -> list[Path]:
-    """The files in ``out`` that predicting ``files`` in ``formats`` would replace (a stack's CSVs included)."""
-    if not out.is_dir():
-        return []
-    found = []
-    for path in files:
-        if "tiff" in formats:
-            found.append(out / f"{path.stem}_labels.tif")
-        if "csv" in formats:
-            found += [out / f"{path.stem}_cells.csv", *out.glob(f"{glob.escape(path.stem)}_*_cells.csv")]
-    found += [out / name for fmt, name in (("coco", "predictions_coco.json"), ("boxes", "boxes.json")) if fmt in formats]
-    return [f for f in dict.fromkeys(found) if f.exists()]
 
 
 def cmd_export(args) -> int:

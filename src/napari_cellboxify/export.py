@@ -10,7 +10,7 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Callable, TYPE_CHECKING, Sequence
 
 import numpy as np
 import tifffile
@@ -276,6 +276,41 @@ def write_prediction_tiff(path: str | Path, pred: "Prediction", pixel_size: tupl
     atomic_write_with(path, lambda tmp: tifffile.imwrite(tmp, tiles(), shape=(h, w), dtype=dtype, tile=(tile, tile),
                                                          compression="zlib", **_calibration(pixel_size)), ".tif")
     return Path(path)
+
+
+def write_label_outputs(folder: str | Path, stem: str, labels: np.ndarray, plane_image: Callable[[tuple], np.ndarray],
+                        formats: set[str], calibration: dict | None = None, coco_path: str | Path | None = None):
+    """Write the masks of one image (a 2-D label image, or a stack's (T, [Z,] H, W)) as the panel's *Export masks*
+    and ``cellboxify predict`` both do: ``"csv"``, a measurements table per plane (``{plane name}_cells.csv``,
+    intensities from ``plane_image(plane)``); ``"tiff"``, one label TIFF of the whole stack (``{stem}_labels.tif``,
+    carrying the pixel size when the calibration's unit converts to µm); ``"coco"``, the masks as COCO RLE into
+    ``coco_path`` (default ``{stem}_coco.json``).
+
+    ``calibration``: ``{"pixel_size": (h, w), "origin": (y, x), "unit": "um"}`` or empty (pixels). A generator:
+    yields each plane as it is written (for progress bars) and returns the paths written; every file is written
+    atomically.
+    """
+    from .data.images import MICROMETRES_PER
+
+    folder, calibration = Path(folder), dict(calibration or {})
+    folder.mkdir(parents=True, exist_ok=True)
+    planes = [tuple(i) for i in np.ndindex(*labels.shape[:-2])] if labels.ndim > 2 else [()]
+    written, coco_items = [], []
+    for plane in planes:
+        name = plane_name(stem, plane)
+        plane_labels = labels[plane] if plane else labels
+        coco_items.append((f"{name}.tif", plane_labels))
+        if "csv" in formats:
+            written.append(write_measurements_csv(folder / f"{name}_cells.csv", plane_labels, plane_image(plane),
+                                                  **calibration))
+        yield plane
+    if "tiff" in formats:
+        to_um = MICROMETRES_PER.get(calibration.get("unit") or "")
+        pixel_size = tuple(v * to_um for v in calibration["pixel_size"]) if to_um else None
+        written.append(write_label_tiff(folder / f"{stem}_labels.tif", labels, pixel_size))
+    if "coco" in formats:
+        written.append(write_coco(coco_path or folder / f"{stem}_coco.json", coco_items))
+    return written
 
 
 def boxes_coco(items: Sequence[tuple[str, tuple[int, int], np.ndarray]],
