@@ -118,6 +118,36 @@ def test_fine_tuning_a_partly_boxed_image_says_where_it_trains(widget, qtbot, tm
     assert w.predictor is not None
 
 
+@pytest.mark.parametrize("loaded", ["shipped", "own"])
+def test_fine_tune_from_shipped_weights_lets_the_boxes_choose_the_start(widget, tmp_path, monkeypatch, loaded):
+    # From shipped weights the fine-tune searches every shipped file (nuclei boxed on `cells` start from
+    # `nuclei`); from the user's own file (an earlier fine-tune) it goes on from that file at the panel's zoom.
+    viewer, w = widget
+    syn = synthetic_cells((96, 96), 6, seed=2)
+    viewer.add_image(syn.image, name="cells")
+    w.new_boxes_layer().add_rectangles(boxes_to_rectangles(syn.boxes_xyxy))
+    _untrained(w)
+    w.weights_path = Path("/somewhere") / ("cellboxify_livecell_boxes.pt" if loaded == "shipped" else "model.pt")
+    w.zoom_spin.setValue(1.25)
+    asked = []
+
+    def child(ann_path, images_dir, run_dir, cancel, **settings):
+        asked.append(settings)
+        return iter([None])  # one step shown: the fake worker below stops there
+
+    monkeypatch.setattr("napari_cellboxify._napari.widget.fine_tune_in_subprocess", child)
+    monkeypatch.setattr("napari_cellboxify._napari.widget.create_worker",
+                        lambda work, **kw: type("W", (), {"start": lambda self: next(work(), None),
+                                                          **{sig: type("S", (), {"connect": lambda *a, **k: None})()
+                                                             for sig in ("yielded", "returned", "errored", "finished",
+                                                                         "aborted")}})())
+    w.project_edit.setText(str(tmp_path / "project"))
+    w.fine_tune()
+    expected = ({"weights": "auto", "zoom": None} if loaded == "shipped"
+                else {"weights": w.weights_path, "zoom": 1.25})
+    assert asked and {k: asked[0][k] for k in expected} == expected
+
+
 def test_fit_zoom_to_my_boxes_sets_the_zoom_from_them(widget, qtbot, livecell_dir, monkeypatch):
     # A172 cells on this val image are larger than in train: boxing them moves the default weights' zoom
     # (1.5) down (bbox AP 13 at 0.75 vs 5 at 1.5, benchmarks/RESULTS.md "Zoom sensitivity").
