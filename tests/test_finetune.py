@@ -158,6 +158,20 @@ def test_a_fine_tune_that_does_not_help_keeps_the_start_weights(tmp_path, monkey
     assert not all(torch.equal(start[k], written[k]) for k in start)
 
 
+def test_on_few_check_boxes_a_change_must_gain_more(tmp_path, monkeypatch):
+    # 3 check boxes: one box moves AP by a third, so +10 is noise (needs 30/sqrt(3) = 17); +30 is kept.
+    assert finetune.min_gain(3) == pytest.approx(17.32, abs=0.01) and finetune.min_gain(400) == finetune.MIN_GAIN
+    weights = _tiny_weights(tmp_path)
+    for trained_ap, kept in ((60.0, "start"), (80.0, "fine-tuned")):
+        monkeypatch.setattr(finetune, "check_ap", lambda model, normalised, splits, zoom, ap=trained_ap:
+                            Check([], [], ap if model.training else 50.0))
+        report = fine_tune(_synthetic_items(), tmp_path / f"run{trained_ap:g}", weights=weights, minutes=0.1,
+                           device="cpu", recipe=Recipe("one", "box_heads", 1e-4))
+        assert report.check_boxes == 3 and report.kept == kept, report.reason
+        if kept == "start":
+            assert "did not help by 17 AP (needed on 3 boxes)" in report.reason
+
+
 def test_recipes_race_and_the_best_checked_one_goes_on(tmp_path, monkeypatch):
     recipes = (Recipe("gentle", "box_heads", 1e-4), Recipe("bold", "all", 1e-3))
     monkeypatch.setattr(finetune, "RECIPES", recipes)
