@@ -96,11 +96,15 @@ def test_auto_starts_from_the_shipped_file_that_finds_the_training_boxes_best(tm
         return found
 
     monkeypatch.setattr(zoom_fit, "fit_zoom", fit)
+    # ... but on the kept-aside boxes every model scores the same: the file chosen did not beat the default there,
+    # nor did fine-tuning, so the default is what comes back
+    monkeypatch.setattr(finetune, "check_ap", lambda *args: Check([], [], 10.0))
     report = fine_tune(_synthetic_items(), tmp_path / "run", minutes=0.2, device="cpu")
-    assert report.start_choice == {"cells": 1.0, "nuclei": 90.0}
-    assert report.start_weights == str(files["nuclei"])
+    assert report.start_choice == {"cells": 1.0, "nuclei": 90.0} and report.start_name == "nuclei"
+    assert report.start_weights == str(files["nuclei"]) and report.default_ap == 10.0
     assert report.summary().startswith("started from nuclei (cells 1, nuclei 90 on your training boxes); on 3 of")
-    assert read_checkpoint(tmp_path / "run" / "model.pt")["fine_tuned_from"] == "other.pt"
+    assert report.kept == "default" and "kept cells" in report.reason
+    assert read_checkpoint(tmp_path / "run" / "model.pt")["fine_tuned_from"] == "start.pt"
 
 
 def _tiny_weights(tmp_path):

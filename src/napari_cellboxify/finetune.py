@@ -295,6 +295,7 @@ class FineTuneReport:
     # the name chosen
     start_choice: dict = field(default_factory=dict)
     start_name: str = ""
+    default_ap: float | None = None  # the default file's check AP, when auto started from another file
     zoom: float = 0.0  # the zoom written with model.pt (trained at it, or the start's kept)
     steady_share: float | None = None  # of the kept change (or the best refused one): see steady_share()
     cancelled: bool = False
@@ -305,13 +306,15 @@ class FineTuneReport:
             return (f"fine-tuned on {self.boxes} boxes for {self.steps} steps ({self.wall_seconds:.0f} s); too few "
                     f"boxes to keep any aside ({MIN_BOXES_TO_CHECK} needed), so the result is unchecked")
         after = "-" if self.after_ap is None else f"{self.after_ap:.0f}"
-        now = {"start": self.before_ap, "start, fitted zoom": self.before_ap_fitted_zoom}.get(self.kept, self.after_ap)
+        now = {"start": self.before_ap, "start, fitted zoom": self.before_ap_fitted_zoom,
+               "default": self.default_ap}.get(self.kept, self.after_ap)
         started = ""
         if self.start_choice:
             started = (f"started from {self.start_name} (" + ", ".join(f"{n} {ap:.0f}" for n, ap in self.start_choice.items())
                        + " on your training boxes); ")
-        return (f"{started}on {self.check_boxes} of your boxes kept aside, detection AP {self.before_ap:.0f} -> "
-                f"{now if now is not None else self.before_ap:.0f} (fine-tuned {after}, {self.steps} steps in "
+        first = self.before_ap if self.default_ap is None else self.default_ap  # what the user had
+        return (f"{started}on {self.check_boxes} of your boxes kept aside, detection AP {first:.0f} -> "
+                f"{now if now is not None else first:.0f} (fine-tuned {after}, {self.steps} steps in "
                 f"{self.wall_seconds:.0f} s); {self.reason}")
 
     def to_dict(self) -> dict:
@@ -405,10 +408,10 @@ def fine_tune(items: list[tuple[str, np.ndarray, np.ndarray]], out_dir: str | Pa
               for name, path in candidates.items()}
     choice = DEFAULT if auto else ""
     if auto:
-        # Another file must beat the default by MIN_GAIN on the training boxes: a few boxes rank close files by
-        # chance, and the default is what the user would otherwise get.
+        # Another file must beat the default by min_gain on the training boxes (a few boxes rank close files by
+        # chance), and later on the check boxes too: the default is what the user would otherwise get.
         best = max(starts.items(), key=lambda item: item[1].fit_ap)[0]
-        if starts[best].fit_ap >= starts[DEFAULT].fit_ap + MIN_GAIN:
+        if starts[best].fit_ap >= starts[DEFAULT].fit_ap + min_gain(n_boxes - n_check):
             choice = best
         say("start weights: " + ", ".join(f"{n} {p.fit_ap:.1f}" for n, p in starts.items())
             + f" bbox AP on your training boxes; starting from {choice}")
@@ -426,6 +429,10 @@ def fine_tune(items: list[tuple[str, np.ndarray, np.ndarray]], out_dir: str | Pa
         train_zoom = start_zoom
         say(f"training at zoom {start_zoom:g}: the kept-aside boxes are found better there")
     start_choice = {n: round(p.fit_ap, 1) for n, p in starts.items()} if auto else {}
+    default = None  # auto chose another file than the default: the default's check, which the choice must beat
+    if choice not in ("", DEFAULT):
+        d = starts[DEFAULT]
+        default = (d.path, d.config, d.zoom, check_ap(d.model, d.normalised, splits, d.zoom))
     del starts, point
 
     smallest = min(min(s.train_area[1] - s.train_area[0], s.train_area[3] - s.train_area[2]) for s in splits
@@ -465,37 +472,47 @@ def fine_tune(items: list[tuple[str, np.ndarray, np.ndarray]], out_dir: str | Pa
         # A change must beat the start by more than a few boxes' noise (min_gain; the best of several noisy checks
         # is optimistic too) and hold across the check boxes (steady_share), not on one or two of them.
         kept, steadiness, needed = "start", None, min_gain(n_check)
+        base = before
+        if default is not None:  # the chosen file must beat the default here too, else the default is the base
+            steadiness = steady_share(default[3], before) if before.ap >= default[3].ap + needed else 0.0
+            if steadiness < STEADY_SHARE:
+                kept, base = "default", default[3]
         changes = sorted(((c.ap, k, c) for k, c in (("fine-tuned", after), ("start, fitted zoom", before_fitted))
-                          if c is not None and k != "start" and c is not before and c.ap >= before.ap + needed),
+                          if c is not None and c is not before and c.ap >= base.ap + needed),
                          key=lambda t: -t[0])
         for _, name, change in changes:
-            steadiness = steady_share(before, change)
+            steadiness = steady_share(base, change)
             if steadiness >= STEADY_SHARE:
                 kept = name
                 break
         why = (f"its gain did not hold across your kept-aside boxes (higher on {100 * steadiness:.0f}% of halves)"
                if changes else f"fine-tuning did not help by {needed:.0f} AP (needed on {n_check} boxes)")
         reason = {"fine-tuned": "kept the new weights",
+                  "default": f"{choice} did not find your kept-aside boxes better than {DEFAULT} by {needed:.0f} AP, "
+                             f"nor did fine-tuning: kept {DEFAULT}",
                   "start": f"{why}: kept the weights it started from",
                   "start, fitted zoom": "fine-tuning did not help: kept the start weights at the fitted zoom"}[kept]
 
-    out_config = copy.deepcopy(start_config)
+    source, out_config, source_zoom = weights, copy.deepcopy(start_config), start_zoom
+    if kept == "default":
+        source, out_config, source_zoom = default[0], copy.deepcopy(default[1]), default[2]
     if kept == "fine-tuned":
         model = trainer.model
         if best_state is not None:
             model.load_state_dict(best_state)
         out_config.model.image_scale = train_zoom
     else:
-        model, _ = load_model(weights, "cpu")
-        out_config.model.image_scale = zoom if kept == "start, fitted zoom" else start_zoom
+        model, _ = load_model(source, "cpu")
+        out_config.model.image_scale = zoom if kept == "start, fitted zoom" else source_zoom
     out_dir.mkdir(parents=True, exist_ok=True)
     save_weights(out_dir / "model.pt", model.cpu(), out_config,
-                 extra={"fine_tuned_from": weights.name, "step": best_step if kept == "fine-tuned" else 0})
+                 extra={"fine_tuned_from": source.name, "step": best_step if kept == "fine-tuned" else 0})
     seconds_per_step = (sum(h["seconds"] for h in trainer.result.history) / steps) if steps else 0.0
     report = FineTuneReport(
         boxes=n_boxes, check_boxes=n_check, images=len(items), start_weights=str(weights), start_zoom=start_zoom,
         fitted_zoom=zoom, zoom_search={f"{z:g}": round(ap, 2) for z, ap in sorted(fit.box_ap.items())},
         before_ap=_ap(before), before_ap_fitted_zoom=_ap(before_fitted), after_ap=_ap(after), kept=kept,
+        default_ap=None if default is None else _ap(default[3]),
         reason=reason, recipe=asdict(run.recipe), steps=steps, best_step=best_step,
         seconds_per_step=round(seconds_per_step, 3), device=str(torch_device), budget_seconds=budget, checks=checks,
         race=race, start_choice=start_choice, start_name=choice, zoom=out_config.model.image_scale,
