@@ -279,12 +279,12 @@ def write_prediction_tiff(path: str | Path, pred: "Prediction", pixel_size: tupl
 
 
 def write_label_outputs(folder: str | Path, stem: str, labels: np.ndarray, plane_image: Callable[[tuple], np.ndarray],
-                        formats: set[str], calibration: dict | None = None, coco_path: str | Path | None = None):
+                        formats: set[str], calibration: dict | None = None):
     """Write the masks of one image (a 2-D label image, or a stack's (T, [Z,] H, W)) as the panel's *Export masks*
     and ``cellboxify predict`` both do: ``"csv"``, a measurements table per plane (``{plane name}_cells.csv``,
     intensities from ``plane_image(plane)``); ``"tiff"``, one label TIFF of the whole stack (``{stem}_labels.tif``,
-    carrying the pixel size when the calibration's unit converts to µm); ``"coco"``, the masks as COCO RLE into
-    ``coco_path`` (default ``{stem}_coco.json``).
+    carrying the pixel size when the calibration's unit converts to µm); ``"coco"``, the masks as COCO RLE
+    (``{stem}_coco.json``).
 
     ``calibration``: ``{"pixel_size": (h, w), "origin": (y, x), "unit": "um"}`` or empty (pixels). A generator:
     yields each plane as it is written (for progress bars) and returns the paths written; every file is written
@@ -309,7 +309,7 @@ def write_label_outputs(folder: str | Path, stem: str, labels: np.ndarray, plane
         pixel_size = tuple(v * to_um for v in calibration["pixel_size"]) if to_um else None
         written.append(write_label_tiff(folder / f"{stem}_labels.tif", labels, pixel_size))
     if "coco" in formats:
-        written.append(write_coco(coco_path or folder / f"{stem}_coco.json", coco_items))
+        written.append(write_coco(folder / f"{stem}_coco.json", coco_items))
     return written
 
 

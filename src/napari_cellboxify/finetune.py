@@ -429,10 +429,13 @@ def fine_tune(items: list[tuple[str, np.ndarray, np.ndarray]], out_dir: str | Pa
         train_zoom = start_zoom
         say(f"training at zoom {start_zoom:g}: the kept-aside boxes are found better there")
     start_choice = {n: round(p.fit_ap, 1) for n, p in starts.items()} if auto else {}
-    default = None  # auto chose another file than the default: the default's check, which the choice must beat
+    # auto chose another file than the default: the default's check, which the choice must beat, and what writing
+    # the default back needs (its file, config and zoom)
+    default_check = default_path = default_config = default_zoom = None
     if choice not in ("", DEFAULT):
         d = starts[DEFAULT]
-        default = (d.path, d.config, d.zoom, check_ap(d.model, d.normalised, splits, d.zoom))
+        default_path, default_config, default_zoom = d.path, d.config, d.zoom
+        default_check = check_ap(d.model, d.normalised, splits, d.zoom)
     del starts, point
 
     smallest = min(min(s.train_area[1] - s.train_area[0], s.train_area[3] - s.train_area[2]) for s in splits
@@ -473,10 +476,10 @@ def fine_tune(items: list[tuple[str, np.ndarray, np.ndarray]], out_dir: str | Pa
         # is optimistic too) and hold across the check boxes (steady_share), not on one or two of them.
         kept, steadiness, needed = "start", None, min_gain(n_check)
         base = before
-        if default is not None:  # the chosen file must beat the default here too, else the default is the base
-            steadiness = steady_share(default[3], before) if before.ap >= default[3].ap + needed else 0.0
+        if default_check is not None:  # the chosen file must beat the default here too, else the default is the base
+            steadiness = steady_share(default_check, before) if before.ap >= default_check.ap + needed else 0.0
             if steadiness < STEADY_SHARE:
-                kept, base = "default", default[3]
+                kept, base = "default", default_check
         changes = sorted(((c.ap, k, c) for k, c in (("fine-tuned", after), ("start, fitted zoom", before_fitted))
                           if c is not None and c is not before and c.ap >= base.ap + needed),
                          key=lambda t: -t[0])
@@ -495,7 +498,7 @@ def fine_tune(items: list[tuple[str, np.ndarray, np.ndarray]], out_dir: str | Pa
 
     source, out_config, source_zoom = weights, copy.deepcopy(start_config), start_zoom
     if kept == "default":
-        source, out_config, source_zoom = default[0], copy.deepcopy(default[1]), default[2]
+        source, out_config, source_zoom = default_path, copy.deepcopy(default_config), default_zoom
     if kept == "fine-tuned":
         model = trainer.model
         if best_state is not None:
@@ -512,7 +515,7 @@ def fine_tune(items: list[tuple[str, np.ndarray, np.ndarray]], out_dir: str | Pa
         boxes=n_boxes, check_boxes=n_check, images=len(items), start_weights=str(weights), start_zoom=start_zoom,
         fitted_zoom=zoom, zoom_search={f"{z:g}": round(ap, 2) for z, ap in sorted(fit.box_ap.items())},
         before_ap=_ap(before), before_ap_fitted_zoom=_ap(before_fitted), after_ap=_ap(after), kept=kept,
-        default_ap=None if default is None else _ap(default[3]),
+        default_ap=_ap(default_check),
         reason=reason, recipe=asdict(run.recipe), steps=steps, best_step=best_step,
         seconds_per_step=round(seconds_per_step, 3), device=str(torch_device), budget_seconds=budget, checks=checks,
         race=race, start_choice=start_choice, start_name=choice, zoom=out_config.model.image_scale,

@@ -541,10 +541,7 @@ class CellBoxifyWidget(QWidget):
         if not np.asarray(labels_layer.data[plane] if plane else labels_layer.data).any():
             show_warning("CellBoxify: no masks on this slice to turn into boxes")
             return
-        try:
-            made = layers.masks_to_boxes(image, labels_layer, self.boxes_layer(create=True), plane)
-        except ValueError as exc:
-            raise RuntimeError(str(exc)) from None
+        made = layers.masks_to_boxes(image, labels_layer, self.boxes_layer(create=True), plane)  # errors: guarded
         show_info(f"CellBoxify: {made} boxes from the masks of this slice; correct them, then fine-tune again")
 
     @guarded
