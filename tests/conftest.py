@@ -1,4 +1,7 @@
+import contextlib
+import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -8,6 +11,30 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LIVECELL = DATA / "livecell-mini"
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args) -> CliResult:
+    """``cellboxify ARGS`` run in this process: its exit status and what it printed, as a shell sees them.
+
+    In-process because a fresh interpreter spends ~4 s importing torch per call; tests/test_package.py runs the
+    installed entry point itself.
+    """
+    from napari_cellboxify.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse's usage errors exit 2
+            code = exc.code if isinstance(exc.code, int) else 1
+    return CliResult(code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture

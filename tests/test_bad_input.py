@@ -13,14 +13,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from conftest import tiny_config, write_synthetic_coco
+from conftest import run_cli, tiny_config, write_synthetic_coco
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-def _cli(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "napari_cellboxify.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def _tiny_weights(path: Path) -> Path:
@@ -52,7 +48,7 @@ def test_bad_settings_and_formats_are_exit_2_before_any_weights_load(tmp_path, a
     # with exit 1
     verb_takes_weights = args[0] in ("predict", "evaluate", "fit-zoom")
     extra = ["--weights", tmp_path / "missing.pt"] if verb_takes_weights else []
-    result = _cli(*args, *extra)
+    result = run_cli(*args, *extra)
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert "not found" not in result.stderr
@@ -63,17 +59,17 @@ def test_predict_refuses_to_replace_an_earlier_run_without_overwrite(tmp_path):
     json_path, images_dir = write_synthetic_coco(tmp_path / "data", n_images=1, shape=(64, 64), n_cells=3)
     weights = _tiny_weights(tmp_path / "w.pt")
     base = ["predict", images_dir, "--out", tmp_path / "pred", "--weights", weights, "--format", "tiff,coco"]
-    first = _cli(*base)
+    first = run_cli(*base)
     assert first.returncode == 0, first.stderr[-2000:]
     assert "cell(s)" in first.stdout  # it says how many it found
     before = (tmp_path / "pred" / "predictions_coco.json").read_bytes()
-    again = _cli(*base)
+    again = run_cli(*base)
     assert again.returncode == 1 and "--overwrite" in again.stderr and "synthetic_0_labels.tif" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1
     assert (tmp_path / "pred" / "predictions_coco.json").read_bytes() == before
     # another format into the same folder replaces nothing: allowed
-    assert _cli("predict", images_dir, "--out", tmp_path / "pred", "--weights", weights, "--format", "csv").returncode == 0
-    assert _cli(*base, "--overwrite").returncode == 0
+    assert run_cli("predict", images_dir, "--out", tmp_path / "pred", "--weights", weights, "--format", "csv").returncode == 0
+    assert run_cli(*base, "--overwrite").returncode == 0
 
 
 def test_an_unwritable_out_is_found_before_anything_runs(tmp_path, monkeypatch):
@@ -90,7 +86,7 @@ def test_an_unwritable_out_is_found_before_anything_runs(tmp_path, monkeypatch):
         locked = tmp_path / "locked"
         locked.mkdir()
         locked.chmod(0o500)
-        result = _cli("predict", tmp_path / "none.tif", "--out", locked)
+        result = run_cli("predict", tmp_path / "none.tif", "--out", locked)
         assert result.returncode == 1 and "not writable" in result.stderr
 
 
@@ -157,7 +153,7 @@ def test_a_box_drawn_to_the_border_is_kept(tmp_path):
 def test_evaluate_says_what_it_skipped_and_records_it_in_metrics(tmp_path):
     json_path, images_dir = _bad_rows_coco(tmp_path)
     weights = _tiny_weights(tmp_path / "w.pt")
-    result = _cli("evaluate", "--data", json_path, "--images", images_dir, "--out", tmp_path / "eval",
+    result = run_cli("evaluate", "--data", json_path, "--images", images_dir, "--out", tmp_path / "eval",
                   "--weights", weights)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "skipped 1 annotation(s): unknown image_id" in result.stderr
@@ -175,7 +171,7 @@ def test_evaluate_refuses_an_image_with_more_cells_than_it_can_score_before_load
     coco = {"images": [{"id": 1, "file_name": "crowd.tif", "width": 704, "height": 520}],
             "annotations": [{"id": i + 1, "image_id": 1, "bbox": [x, y, 3, 3]} for i, (x, y) in enumerate(xy.tolist())]}
     (tmp_path / "crowd.json").write_text(json.dumps(coco))
-    result = _cli("evaluate", "--data", tmp_path / "crowd.json", "--images", tmp_path, "--out", tmp_path / "e",
+    result = run_cli("evaluate", "--data", tmp_path / "crowd.json", "--images", tmp_path, "--out", tmp_path / "e",
                   "--weights", tmp_path / "missing.pt")
     assert result.returncode == 1 and f"{n:,} annotated cells" in result.stderr and "not found" not in result.stderr
 

@@ -45,8 +45,8 @@ def widget(make_napari_viewer, tmp_path, monkeypatch):
     monkeypatch.setattr(weights, "weights_dirs", lambda: [tmp_path / "no-weights"])
     viewer = make_napari_viewer()
     w = CellBoxifyWidget(viewer)
-    w.project_edit.setText(str(tmp_path / "project"))
-    w.export_edit.setText(str(tmp_path / "export"))
+    w.project_edit.value = str(tmp_path / "project")
+    w.export_edit.value = str(tmp_path / "export")
     viewer.window.add_dock_widget(w)
     return viewer, w
 
@@ -58,8 +58,8 @@ def _wait_training(qtbot, w, timeout=300_000):
 def _segment_my_boxes(w, qtbot):
     """Click *Segment my boxes* and wait for its worker (the viewer stays live meanwhile)."""
     w.segment_my_boxes()
-    assert not w.segment_boxes_button.isEnabled()  # returned at once, the work is in a worker thread
-    qtbot.waitUntil(lambda: w.segment_boxes_button.isEnabled(), timeout=60_000)
+    assert not w.segment_boxes_button.enabled  # returned at once, the work is in a worker thread
+    qtbot.waitUntil(lambda: w.segment_boxes_button.enabled, timeout=60_000)
 
 
 def test_full_flow_draw_finetune_segment_correct_export(widget, qtbot, tmp_path):
@@ -69,18 +69,18 @@ def test_full_flow_draw_finetune_segment_correct_export(widget, qtbot, tmp_path)
     boxes = w.new_boxes_layer()
     boxes.add_rectangles(boxes_to_rectangles(syn.boxes_xyxy))
     _load_tiny_weights(w, tmp_path)
-    w.minutes_spin.setValue(0.3)  # steps even on a busy CPU: the child process alone takes seconds to start
-    w.zoom_spin.setValue(1.25)  # the zoom search starts here
+    w.minutes_spin.value = 0.3  # steps even on a busy CPU: the child process alone takes seconds to start
+    w.zoom_spin.value = 1.25  # the zoom search starts here
 
     w.fine_tune()
     _wait_training(qtbot, w)
     assert w.predictor is not None and w.weights_path == tmp_path / "project" / "run" / "model.pt"
     report = json.loads((tmp_path / "project" / "run" / "report.json").read_text())
-    assert w.zoom_spin.value() == (report["fitted_zoom"] if report["kept"] != "start" else 1.25)
+    assert w.zoom_spin.value == (report["fitted_zoom"] if report["kept"] != "start" else 1.25)
     assert (tmp_path / "project" / "annotations.json").exists()
     assert len(w.loss_plot.values) >= report["steps"] > 0  # every step shown, of each recipe that raced
     # the before/after on the kept-aside boxes, in words
-    assert w.loss_label.text().startswith(f"on {report['check_boxes']} of your boxes kept aside, detection AP")
+    assert w.loss_label.value.startswith(f"on {report['check_boxes']} of your boxes kept aside, detection AP")
 
     _segment_my_boxes(w, qtbot)
     masks = viewer.layers[MASKS_LAYER]
@@ -95,7 +95,7 @@ def test_full_flow_draw_finetune_segment_correct_export(widget, qtbot, tmp_path)
     assert len(boxes.data) == len(np.unique(first)) - 1
 
     w.export()
-    qtbot.waitUntil(lambda: w.export_button.isEnabled(), timeout=60_000)  # written in a worker
+    qtbot.waitUntil(lambda: w.export_button.enabled, timeout=60_000)  # written in a worker
     export = tmp_path / "export"
     assert np.array_equal(tifffile.imread(export / "cells_labels.tif"), first)
     coco = json.loads((export / "cells_coco.json").read_text())
@@ -111,9 +111,9 @@ def test_fine_tuning_a_partly_boxed_image_says_where_it_trains(widget, qtbot, tm
     assert len(corner)
     w.new_boxes_layer().add_rectangles(boxes_to_rectangles(corner))
     _load_tiny_weights(w, tmp_path)
-    w.minutes_spin.setValue(0.1)
+    w.minutes_spin.value = 0.1
     w.fine_tune()
-    assert "inside the rectangle around your boxes" in w.loss_label.text()
+    assert "inside the rectangle around your boxes" in w.loss_label.value
     _wait_training(qtbot, w)
     assert w.predictor is not None
 
@@ -128,7 +128,7 @@ def test_fine_tune_from_shipped_weights_lets_the_boxes_choose_the_start(widget, 
     w.new_boxes_layer().add_rectangles(boxes_to_rectangles(syn.boxes_xyxy))
     _untrained(w)
     w.weights_path = Path("/somewhere") / ("cellboxify_livecell_boxes.pt" if loaded == "shipped" else "model.pt")
-    w.zoom_spin.setValue(1.25)
+    w.zoom_spin.value = 1.25
     asked = []
 
     def child(ann_path, images_dir, run_dir, cancel, **settings):
@@ -141,7 +141,7 @@ def test_fine_tune_from_shipped_weights_lets_the_boxes_choose_the_start(widget, 
                                                           **{sig: type("S", (), {"connect": lambda *a, **k: None})()
                                                              for sig in ("yielded", "returned", "errored", "finished",
                                                                          "aborted")}})())
-    w.project_edit.setText(str(tmp_path / "project"))
+    w.project_edit.value = str(tmp_path / "project")
     w.fine_tune()
     expected = ({"weights": "auto", "zoom": None} if loaded == "shipped"
                 else {"weights": w.weights_path, "zoom": 1.25})
@@ -165,7 +165,7 @@ def test_fit_zoom_to_my_boxes_sets_the_zoom_from_them(widget, qtbot, livecell_di
     if not shipped.exists():
         pytest.skip("no default weights in weights/")
     w.load_weights(shipped)
-    assert w.zoom_spin.value() == 1.5
+    assert w.zoom_spin.value == 1.5
     shown = []
     monkeypatch.setattr("napari_cellboxify._napari.widget.show_error", lambda msg: shown.append(msg))
     w.new_boxes_layer()
@@ -173,9 +173,9 @@ def test_fit_zoom_to_my_boxes_sets_the_zoom_from_them(widget, qtbot, livecell_di
     assert len(shown) == 1 and "draw boxes" in shown[0]
     w.boxes_layer().add_rectangles(boxes_to_rectangles(boxes))
     w.fit_zoom()
-    assert not w.segment_image_button.isEnabled()  # busy while it runs off the event loop
-    qtbot.waitUntil(lambda: w.fit_zoom_button.isEnabled(), timeout=180_000)
-    assert w.zoom_spin.value() < 1.5 and len(shown) == 1  # and no new error
+    assert not w.segment_image_button.enabled  # busy while it runs off the event loop
+    qtbot.waitUntil(lambda: w.fit_zoom_button.enabled, timeout=180_000)
+    assert w.zoom_spin.value < 1.5 and len(shown) == 1  # and no new error
 
 
 def _training_underway(widget, qtbot, tmp_path, seen: int) -> None:
@@ -185,7 +185,7 @@ def _training_underway(widget, qtbot, tmp_path, seen: int) -> None:
     viewer.add_image(syn.image, name="cells")
     w.new_boxes_layer().add_rectangles(boxes_to_rectangles(syn.boxes_xyxy))
     _load_tiny_weights(w, tmp_path)
-    w.minutes_spin.setValue(30)
+    w.minutes_spin.value = 30
     w.fine_tune()
     qtbot.waitUntil(lambda: len(w.loss_plot.values) >= seen, timeout=120_000)
 
@@ -251,7 +251,7 @@ def test_viewer_stays_responsive_while_training(widget, qtbot, tmp_path):
     viewer.add_image(syn.image, name="cells")
     w.new_boxes_layer().add_rectangles(boxes_to_rectangles(syn.boxes_xyxy))
     _load_tiny_weights(w, tmp_path)
-    w.minutes_spin.setValue(0.1)
+    w.minutes_spin.value = 0.1
     ticks = []
     timer = QTimer()
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
@@ -289,12 +289,12 @@ def test_segment_image_on_16bit_rgb_and_stacks(widget, qtbot, kind, monkeypatch)
     data = {"uint16": syn.image, "rgb": np.stack([syn.image] * 3, -1), "stack": np.stack([syn.image] * 3)}[kind]
     layer = viewer.add_image(data, name="img", rgb=kind == "rgb")
     w.predictor = Predictor(build_model(_tiny()).eval(), "cpu")
-    w.score_spin.setValue(0.0)
-    w.max_dets_spin.setValue(20)
+    w.score_spin.value = 0.0
+    w.max_dets_spin.value = 20
     if kind == "stack":
         viewer.dims.set_current_step(0, 1)
-    w.zoom_spin.setValue(1.5)
-    w.tta_combo.setCurrentText("flips" if kind == "uint16" else "off")
+    w.zoom_spin.value = 1.5
+    w.tta_combo.value = "flips" if kind == "uint16" else "off"
     seen, transform = [], w.predictor.model.transform
     real = transform.forward
     transform.forward = lambda images, targets=None, scale=None: (seen.append(scale), real(images, targets, scale))[1]
@@ -303,7 +303,7 @@ def test_segment_image_on_16bit_rgb_and_stacks(widget, qtbot, kind, monkeypatch)
     tta_used, real_tta = [], predict_module.segment_with_tta
     monkeypatch.setattr(predict_module, "segment_with_tta", lambda *a, **k: (tta_used.append(1), real_tta(*a, **k))[1])
     w.segment_image()
-    qtbot.waitUntil(lambda: w.segment_image_button.isEnabled(), timeout=60_000)
+    qtbot.waitUntil(lambda: w.segment_image_button.enabled, timeout=60_000)
     # the panel's zoom and test-time augmentation reached the network, and the loaded model was left as it was
     assert set(seen) == {1.5} and transform.image_scale == 1.0
     assert bool(tta_used) == (kind == "uint16")
@@ -332,7 +332,7 @@ def test_a_2d_boxes_layer_over_a_stack_is_the_slice_shown(widget, qtbot, monkeyp
     np.testing.assert_allclose(converted.boxes[(2,)], syn.boxes_xyxy, atol=1e-4)
     assert "slice shown (2)" in infos[-1]
 
-    w.boxes_combo.setCurrentText("mine")
+    w.boxes_combo.value = viewer.layers["mine"]
     _segment_my_boxes(w, qtbot)
     masks = viewer.layers[MASKS_LAYER].data
     assert len(np.unique(masks[2])) - 1 == len(syn.boxes_xyxy) and masks[:2].max() == 0
@@ -377,19 +377,19 @@ def test_boxes_over_a_calibrated_image_are_read_on_its_pixels(widget, qtbot):
     np.testing.assert_allclose(w.read_boxes(image, own).boxes[()], syn.boxes_xyxy, atol=1e-4)
 
     viewer.add_labels(syn.labels, name="truth", scale=scale, translate=offset)
-    w.labels_combo.setCurrentText("truth")
-    w.boxes_combo.setCurrentText("mine")
+    w.labels_combo.value = viewer.layers["truth"]
+    w.boxes_combo.value = viewer.layers["mine"]
     w.predictions_to_boxes()
     np.testing.assert_allclose(w.read_boxes(image, mine).boxes[()], labels_to_boxes(syn.labels)[1], atol=1e-4)
     assert np.allclose(mine.data[0].min(0), in_um[0].min(0), atol=1.0)  # still on the cell, in µm
 
-    w.export_coco.setChecked(False)
+    w.export_coco.value = False
     w.export()  # the measurements in µm too, at the positions napari shows; the label TIFF carries the size
-    qtbot.waitUntil(lambda: w.export_button.isEnabled(), timeout=60_000)
+    qtbot.waitUntil(lambda: w.export_button.enabled, timeout=60_000)
     from napari_cellboxify.data.images import read_pixel_size
 
-    assert read_pixel_size(Path(w.export_edit.text()) / "cells_labels.tif") == pytest.approx((0.5, 0.5))
-    header, first = (line.split(",") for line in (Path(w.export_edit.text()) / "cells_cells.csv").read_text().splitlines()[:2])
+    assert read_pixel_size(Path(w.export_edit.value) / "cells_labels.tif") == pytest.approx((0.5, 0.5))
+    header, first = (line.split(",") for line in (Path(w.export_edit.value) / "cells_cells.csv").read_text().splitlines()[:2])
     row = dict(zip(header, map(float, first)))
     assert row["area_um2"] == pytest.approx(row["area"] * 0.25, abs=1e-3)  # the CSV keeps 4 decimals
     assert row["perimeter_um"] == pytest.approx(row["perimeter"] / 2, abs=1e-3)
@@ -414,9 +414,9 @@ def test_multiscale_image_is_segmented_at_full_resolution(widget, qtbot):
     _untrained(w)
     syn = synthetic_cells((128, 128), 5, seed=4)
     viewer.add_image([syn.image, syn.image[::2, ::2]], name="pyramid", multiscale=True)
-    w.score_spin.setValue(0.0)
+    w.score_spin.value = 0.0
     w.segment_image()
-    qtbot.waitUntil(lambda: w.segment_image_button.isEnabled(), timeout=60_000)
+    qtbot.waitUntil(lambda: w.segment_image_button.enabled, timeout=60_000)
     assert viewer.layers[MASKS_LAYER].data.shape == (128, 128) and viewer.layers[MASKS_LAYER].data.max() > 0
     w.new_boxes_layer().add_rectangles(boxes_to_rectangles(syn.boxes_xyxy))
     _segment_my_boxes(w, qtbot)
@@ -438,21 +438,21 @@ def test_worker_errors_and_bad_folders_become_notifications(widget, qtbot, tmp_p
 
     monkeypatch.setattr(w.predictor, "segment_image", fail)
     w.segment_image()
-    qtbot.waitUntil(lambda: w.segment_image_button.isEnabled(), timeout=60_000)
+    qtbot.waitUntil(lambda: w.segment_image_button.enabled, timeout=60_000)
     assert errors[-1] == "CellBoxify: segmentation failed: no room"
 
     viewer.add_labels(np.zeros((50, 50), np.uint16), name="other")
-    w.labels_combo.setCurrentText("other")
+    w.labels_combo.value = viewer.layers["other"]
     w.export()
     assert "'other' is 50x50 and the image 'img' is 96x96" in errors[-1]
     viewer.add_labels(syn.labels, name="masks")
-    w.labels_combo.setCurrentText("masks")
+    w.labels_combo.value = viewer.layers["masks"]
     (tmp_path / "a_file").write_text("")
-    w.export_edit.setText(str(tmp_path / "a_file"))
+    w.export_edit.value = str(tmp_path / "a_file")
     w.export()
     assert "export folder" in errors[-1] and "is a file" in errors[-1]
     w.new_boxes_layer().add_rectangles(boxes_to_rectangles(syn.boxes_xyxy))
-    w.project_edit.setText(str(tmp_path / "a_file" / "project"))
+    w.project_edit.value = str(tmp_path / "a_file" / "project")
     w.fine_tune()
     assert "project folder" in errors[-1] and "a_file is a file" in errors[-1] and w.train_worker is None
 
@@ -502,9 +502,8 @@ def test_reader_declines_other_json(tmp_path):
 
 def test_the_panel_offers_the_shipped_weights_by_name(widget):
     _, w = widget
-    assert [w.model_combo.itemData(i) for i in range(w.model_combo.count())] == ["cells", "nuclei"]
-    w.model_combo.setCurrentIndex(1)
-    w._load_chosen_model  # noqa: B018  (the fixture ships no weights: choosing says so instead of loading)
+    assert list(w.model_combo.choices) == ["cells", "nuclei"]
+    w.model_combo.value = "nuclei"  # the fixture ships no weights: choosing says so instead of loading
     from napari_cellboxify.weights import WeightsError
 
     with pytest.raises(WeightsError, match="'nuclei' weights"):

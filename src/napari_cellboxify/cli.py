@@ -238,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"cellboxify {args.verb}: error: {exc}", file=sys.stderr)
         return EXIT_INPUT
+    finally:
+        warnings.showwarning = library_warning  # main() may be called in a process that goes on (tests, scripts)
 
 
 # ---- verbs ---------------------------------------------------------------------------------------------------

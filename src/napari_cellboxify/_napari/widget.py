@@ -16,12 +16,10 @@ import numpy as np
 from napari.layers import Image, Labels, Shapes
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QPainter, QPen
-from qtpy.QtWidgets import (
-    QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
-    QPushButton, QSpinBox, QVBoxLayout, QWidget,
-)
+from qtpy.QtWidgets import QFileDialog, QGroupBox, QVBoxLayout, QWidget
 
 from ..checkpoint import load_model
 from ..config import TTA_MODES
@@ -87,7 +85,20 @@ class LossPlot(QWidget):
         painter.end()
 
 
+def _group(title: str, *widgets) -> QGroupBox:
+    """A titled frame around a magicgui form (magicgui has no titled container)."""
+    box = QGroupBox(title)
+    QVBoxLayout(box).addWidget(Container(widgets=widgets).native)
+    return box
+
+
+def _row(*widgets) -> Container:
+    return Container(widgets=widgets, layout="horizontal", labels=False)
+
+
 class CellBoxifyWidget(QWidget):
+    """The panel: forms made with magicgui, the live loss curve in Qt."""
+
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
@@ -103,171 +114,113 @@ class CellBoxifyWidget(QWidget):
         self._try_default_weights()
 
     # ---- UI ----------------------------------------------------------------------------------------------
+    def _layers_of(self, kind):
+        """Choices for a layer chooser: the viewer's layers of ``kind``, by name."""
+        return lambda _widget: [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, kind)]
+
     def _build_ui(self) -> None:
-        layout = QVBoxLayout(self)
-        form = QFormLayout()
-        self.image_combo, self.boxes_combo, self.labels_combo = QComboBox(), QComboBox(), QComboBox()
-        new_boxes = QPushButton("New")
-        new_boxes.clicked.connect(self.new_boxes_layer)
-        row = QHBoxLayout()
-        row.addWidget(self.boxes_combo, 1)
-        row.addWidget(new_boxes)
-        form.addRow("Image", self.image_combo)
-        form.addRow("Boxes", row)
-        form.addRow("Masks", self.labels_combo)
-        self.weights_label = QLabel("no model loaded")
-        self.weights_label.setWordWrap(True)
+        self.image_combo = ComboBox(label="Image", choices=self._layers_of(Image))
+        self.boxes_combo = ComboBox(choices=self._layers_of(Shapes))
+        self.labels_combo = ComboBox(label="Masks", choices=self._layers_of(Labels))
+        new_boxes = PushButton(text="New", tooltip="A new boxes layer over the image, ready to draw rectangles")
+        new_boxes.clicked.connect(lambda: guarded(CellBoxifyWidget.new_boxes_layer)(self))
         # the shipped weights by what they segment; a file of one's own (a fine-tune) through Load weights…
-        self.model_combo = QComboBox()
-        for name, (_, what) in SHIPPED.items():
-            self.model_combo.addItem(f"{name}: {what}", name)
-        self.model_combo.setToolTip("Shipped weights: cells for phase-contrast cells (LIVECell-like), nuclei for "
-                                    "nuclei in fluorescence. Each comes with its own zoom.")
-        self.model_combo.activated.connect(lambda _index: guarded(CellBoxifyWidget._load_chosen_model)(self))
-        load = QPushButton("Load weights…")
+        self.model_combo = ComboBox(label="Model", choices=[(f"{name}: {what}", name) for name, (_, what) in
+                                                            SHIPPED.items()],
+                                    tooltip="Shipped weights: cells for phase-contrast cells (LIVECell-like), nuclei "
+                                            "for nuclei in fluorescence. Each comes with its own zoom.")
+        self.model_combo.changed.connect(lambda _name: guarded(CellBoxifyWidget._load_chosen_model)(self))
+        self.weights_label = Label(value="no model loaded")
+        load = PushButton(text="Load weights…")
         load.clicked.connect(self._choose_weights)
-        form.addRow("Model", self.model_combo)
-        form.addRow("", self.weights_label)
-        form.addRow("", load)
-        layout.addLayout(form)
+        boxes_row = _row(self.boxes_combo, new_boxes)
+        boxes_row.label = "Boxes"
+        layers_form = Container(widgets=[self.image_combo, boxes_row, self.labels_combo, self.model_combo,
+                                         self.weights_label, load])
 
-        seg = QGroupBox("Segment")
-        seg_form = QFormLayout(seg)
-        self.segment_boxes_button = QPushButton("Segment my boxes")
+        self.segment_boxes_button = PushButton(text="Segment my boxes")
         self.segment_boxes_button.clicked.connect(self.segment_my_boxes)
-        self.segment_image_button = QPushButton("Segment image")
+        self.segment_image_button = PushButton(text="Segment image")
         self.segment_image_button.clicked.connect(self.segment_image)
-        self.score_spin = QDoubleSpinBox()
-        self.score_spin.setRange(0.0, 1.0)
-        self.score_spin.setSingleStep(0.05)
-        self.score_spin.setValue(0.5)
-        self.max_dets_spin = QSpinBox()
-        self.max_dets_spin.setRange(1, 5000)
-        self.max_dets_spin.setValue(2000)
-        self.all_planes_check = QCheckBox("all slices of a stack")
+        self.score_spin = FloatSpinBox(label="Score threshold", min=0.0, max=1.0, step=0.05, value=0.5)
+        self.max_dets_spin = SpinBox(label="Max detections", min=1, max=5000, value=2000)
         # Cellpose's "diameter" in our terms: the network learned cells at the training data's pixel size.
-        self.zoom_spin = QDoubleSpinBox()
-        self.zoom_spin.setRange(0.1, 8.0)
-        self.zoom_spin.setSingleStep(0.25)
-        self.zoom_spin.setValue(1.0)
-        self.zoom_spin.setToolTip("How much the network enlarges your image. The default weights see LIVECell "
-                                  "(10x phase contrast) at 1.5: halve it if your cells are twice as large in pixels, "
-                                  "double it if half, or let Fit zoom to my boxes choose. Fine-tuning trains at "
-                                  "this zoom and keeps it with the weights.")
-        self.fit_zoom_button = QPushButton("Fit zoom to my boxes")
-        self.fit_zoom_button.setToolTip("Detect cells at six zooms around this one and keep the zoom whose boxes "
-                                        "match yours best (box every cell inside the rectangle around your boxes). "
-                                        "About 6 s per fully boxed 704x520 image on 2 CPU cores, 2 s on a GPU.")
+        self.zoom_spin = FloatSpinBox(
+            label="Zoom", min=0.1, max=8.0, step=0.25, value=1.0,
+            tooltip="How much the network enlarges your image. The default weights see LIVECell (10x phase "
+                    "contrast) at 1.5: halve it if your cells are twice as large in pixels, double it if half, or let "
+                    "Fit zoom to my boxes choose. Fine-tuning trains at this zoom and keeps it with the weights.")
+        self.fit_zoom_button = PushButton(
+            text="Fit zoom to my boxes",
+            tooltip="Detect cells at six zooms around this one and keep the zoom whose boxes match yours best (box "
+                    "every cell inside the rectangle around your boxes). About 6 s per fully boxed 704x520 image on "
+                    "2 CPU cores, 2 s on a GPU.")
         self.fit_zoom_button.clicked.connect(self.fit_zoom)
-        self.tta_combo = QComboBox()
-        self.tta_combo.addItems(TTA_MODES)
-        self.tta_combo.setToolTip("Test-time augmentation: segment the 8 flips/turns of the image (and, with "
-                                  "scales, two zooms) and merge the answers. Slower (flips ~8x, flips+scales ~15x "
-                                  "on a CPU; 1.6x and 2.5x on a GPU), more accurate: +1.9 / +2.4 segm AP on "
-                                  "LIVECell val with the cells weights (34.9 -> 36.8 / 37.3); flips gained on "
-                                  "each of the 15 livecell-mini images, scales add little beyond it.")
-        seg_form.addRow(self.segment_boxes_button)
-        seg_form.addRow(self.segment_image_button)
-        seg_form.addRow("Score threshold", self.score_spin)
-        seg_form.addRow("Max detections", self.max_dets_spin)
-        seg_form.addRow("Zoom", self.zoom_spin)
-        seg_form.addRow(self.fit_zoom_button)
-        seg_form.addRow("Test-time augm.", self.tta_combo)
-        seg_form.addRow(self.all_planes_check)
-        layout.addWidget(seg)
+        self.tta_combo = ComboBox(
+            label="Test-time augm.", choices=TTA_MODES,
+            tooltip="Test-time augmentation: segment the 8 flips/turns of the image (and, with scales, two zooms) "
+                    "and merge the answers. Slower (flips ~8x, flips+scales ~15x on a CPU; 1.6x and 2.5x on a GPU), "
+                    "more accurate: +1.9 / +2.4 segm AP on LIVECell val with the cells weights (34.9 -> 36.8 / "
+                    "37.3); flips gained on each of the 15 livecell-mini images, scales add little beyond it.")
+        self.all_planes_check = CheckBox(text="all slices of a stack")
 
-        tune = QGroupBox("Fine-tune on my boxes")
-        tune_form = QFormLayout(tune)
-        self.project_edit, prow = self._folder_row("cellboxify-project")
-        self.minutes_spin = QDoubleSpinBox()
-        self.minutes_spin.setRange(0.1, 1440.0)
-        self.minutes_spin.setDecimals(1)
-        self.minutes_spin.setValue(5.0)
-        self.minutes_spin.setSuffix(" min")
-        self.minutes_spin.setToolTip("Time for the whole fine-tune, checks included (a GPU trains more in it)")
-        self.train_button = QPushButton("Fine-tune")
+        self.project_edit = FileEdit(label="Project folder", mode="d", value=Path.home() / "cellboxify-project")
+        self.minutes_spin = FloatSpinBox(label="Time (min)", min=0.1, max=1440.0, step=0.5, value=5.0,
+                                         tooltip="Time for the whole fine-tune, checks included (a GPU trains "
+                                                 "more in it)")
         # Measured in benchmarks/bench_adapt.py (RESULTS.md, "Fine-tuning on a few boxes").
-        self.train_button.setToolTip("Adapt the model to your cells from your boxes, in the background: a fifth "
-                                     "of the boxes is kept aside to check, the shipped file (cells or nuclei) and "
-                                     "the zoom that find your other boxes best are chosen, the detector trains "
-                                     "for the time given, and the new weights are used only if they find your "
-                                     "kept-aside cells better. Box every cell inside the rectangle around your "
-                                     "boxes.")
+        self.train_button = PushButton(
+            text="Fine-tune",
+            tooltip="Adapt the model to your cells from your boxes, in the background: a fifth of the boxes is kept "
+                    "aside to check, the shipped file (cells or nuclei) and the zoom that find your other boxes best "
+                    "are chosen, the detector trains for the time given, and the new weights are used only if they "
+                    "find your kept-aside cells better. Box every cell inside the rectangle around your boxes.")
         self.train_button.clicked.connect(self.fine_tune)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.cancel_button.clicked.connect(self.cancel_training)
-        self.loss_label = QLabel("")
-        self.loss_plot = LossPlot()
-        tune_form.addRow("Project folder", prow)
-        tune_form.addRow("Time", self.minutes_spin)
-        brow = QHBoxLayout()
-        brow.addWidget(self.train_button)
-        brow.addWidget(self.cancel_button)
-        tune_form.addRow(brow)
-        tune_form.addRow(self.loss_label)
-        tune_form.addRow(self.loss_plot)
-        layout.addWidget(tune)
+        self.loss_label = Label(value="")
+        self.loss_plot = LossPlot()  # Qt: magicgui has no live plot
+        tune = _group("Fine-tune on my boxes", self.project_edit, self.minutes_spin,
+                      _row(self.train_button, self.cancel_button), self.loss_label)
+        tune.layout().addWidget(self.loss_plot)
 
-        fix = QPushButton("Predictions → boxes")
-        fix.setToolTip("Turn the masks of this slice into editable boxes, to correct them and fine-tune again")
+        fix = PushButton(text="Predictions → boxes",
+                         tooltip="Turn the masks of this slice into editable boxes, to correct them and fine-tune "
+                                 "again")
         fix.clicked.connect(self.predictions_to_boxes)
-        layout.addWidget(fix)
 
-        exp = QGroupBox("Export masks")
-        exp_form = QFormLayout(exp)
-        self.export_edit, erow = self._folder_row("cellboxify-export")
-        self.export_tiff, self.export_coco, self.export_csv = (QCheckBox(t) for t in ("label TIFF", "COCO", "CSV"))
-        for box in (self.export_tiff, self.export_coco, self.export_csv):
-            box.setChecked(True)
-        crow = QHBoxLayout()
-        for box in (self.export_tiff, self.export_coco, self.export_csv):
-            crow.addWidget(box)
-        self.export_button = QPushButton("Export")
+        self.export_edit = FileEdit(label="Folder", mode="d", value=Path.home() / "cellboxify-export")
+        self.export_tiff, self.export_coco, self.export_csv = (CheckBox(text=t, value=True)
+                                                               for t in ("label TIFF", "COCO", "CSV"))
+        self.export_button = PushButton(text="Export")
         self.export_button.clicked.connect(self.export)
-        exp_form.addRow("Folder", erow)
-        exp_form.addRow(crow)
-        exp_form.addRow(self.export_button)
-        layout.addWidget(exp)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(layers_form.native)
+        layout.addWidget(_group("Segment", self.segment_boxes_button, self.segment_image_button, self.score_spin,
+                                self.max_dets_spin, self.zoom_spin, self.fit_zoom_button, self.tta_combo,
+                                self.all_planes_check))
+        layout.addWidget(tune)
+        layout.addWidget(fix.native)
+        layout.addWidget(_group("Export masks", self.export_edit,
+                                _row(self.export_tiff, self.export_coco, self.export_csv), self.export_button))
         layout.addStretch(1)
 
-    def _folder_row(self, default_name: str) -> tuple[QLineEdit, QHBoxLayout]:
-        """A folder path field with a browse button, defaulting to ~/default_name."""
-        edit = QLineEdit(str(Path.home() / default_name))
-        browse = QPushButton("…")
-        browse.clicked.connect(lambda: self._browse(edit))
-        row = QHBoxLayout()
-        row.addWidget(edit, 1)
-        row.addWidget(browse)
-        return edit, row
-
-    def _browse(self, edit: QLineEdit) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Choose a folder", edit.text())
-        if folder:
-            edit.setText(folder)
-
     def _refresh_layers(self, event=None) -> None:
-        for combo, kind in ((self.image_combo, Image), (self.boxes_combo, Shapes), (self.labels_combo, Labels)):
-            current = combo.currentText()
-            combo.blockSignals(True)
-            combo.clear()
-            names = [layer.name for layer in self.viewer.layers if isinstance(layer, kind)]
-            combo.addItems(names)
-            if current in names:
-                combo.setCurrentText(current)
-            combo.blockSignals(False)
+        for combo in (self.image_combo, self.boxes_combo, self.labels_combo):
+            combo.reset_choices()  # keeps the chosen layer while it is still there
 
     # ---- model -------------------------------------------------------------------------------------------
     def _try_default_weights(self) -> None:
         try:
             self.load_weights(default_weights_path())
         except WeightsError as exc:
-            self.weights_label.setText(f"no default weights ({exc.__class__.__name__}); load or fine-tune one")
+            self.weights_label.value = f"no default weights ({exc.__class__.__name__}); load or fine-tune one"
         except Exception as exc:  # a broken default must not stop the panel from opening
             show_warning(f"CellBoxify: default weights not loaded: {exc}")
 
     def _load_chosen_model(self) -> None:
-        self.load_weights(shipped_weights_path(self.model_combo.currentData()))
+        self.load_weights(shipped_weights_path(self.model_combo.value))
 
     def _choose_weights(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Weights", "", "PyTorch weights (*.pt *.pth)")
@@ -280,27 +233,27 @@ class CellBoxifyWidget(QWidget):
 
     def use_model(self, model, path: Path) -> None:
         self.predictor = Predictor(model, "auto")
-        self.zoom_spin.setValue(self.predictor.image_scale)  # the zoom these weights were trained (or set) at
-        self.tta_combo.setCurrentText(self.predictor.tta)
+        self.zoom_spin.value = self.predictor.image_scale  # the zoom these weights were trained (or set) at
+        self.tta_combo.value = self.predictor.tta
         self.weights_path = path
-        self.weights_label.setText(f"{path.name} ({model.config.model.backbone}, {self.predictor.device.type})")
+        self.weights_label.value = f"{path.name} ({model.config.model.backbone}, {self.predictor.device.type})"
 
     def _require_model(self):
         if self.predictor is None:
             raise RuntimeError("no model loaded: load weights or fine-tune on your boxes first")
         # The panel's settings as they are at the click, in a predictor of their own: a worker keeps them while
         # the user changes the panel (the model is shared, never changed).
-        return self.predictor.with_settings(image_scale=self.zoom_spin.value(), tta=self.tta_combo.currentText())
+        return self.predictor.with_settings(image_scale=self.zoom_spin.value, tta=self.tta_combo.value)
 
     # ---- layers <-> core ---------------------------------------------------------------------------------
-    def _layer(self, combo: QComboBox, kind, what: str):
-        name = combo.currentText()
-        if not name or name not in self.viewer.layers or not isinstance(self.viewer.layers[name], kind):
+    def _layer(self, combo: ComboBox, what: str):
+        layer = combo.value  # the choices hold only layers of the right kind
+        if layer is None or layer not in self.viewer.layers:
             raise RuntimeError(f"choose {what} first")
-        return self.viewer.layers[name]
+        return layer
 
     def image_layer(self) -> Image:
-        return self._layer(self.image_combo, Image, "an image layer")
+        return self._layer(self.image_combo, "an image layer")
 
     def spatial_shape(self, layer: Image) -> tuple[int, ...]:
         return layers.spatial_shape(layer)
@@ -312,7 +265,7 @@ class CellBoxifyWidget(QWidget):
         return layers.plane_image(layer, plane, lazy)
 
     def new_boxes_layer(self) -> Shapes:
-        image = self.image_layer() if self.image_combo.currentText() else None
+        image = self.image_layer() if self.image_combo.value is not None else None
         ndim = len(self.spatial_shape(image)) if image is not None else 2
         # In the image's units and place, so that boxes drawn over a calibrated image (µm) sit on its pixels.
         where = {"scale": image.scale, "translate": image.translate} if image is not None else {}
@@ -320,13 +273,13 @@ class CellBoxifyWidget(QWidget):
                                        features={"cell_id": np.zeros(0, dtype=np.int64)}, **where, **BOX_STYLE)
         layer.feature_defaults = {"cell_id": 0}
         layer.mode = "add_rectangle"
-        self.boxes_combo.setCurrentText(layer.name)
+        self.boxes_combo.value = layer
         return layer
 
     def boxes_layer(self, create: bool = False) -> Shapes:
-        if create and not self.boxes_combo.currentText():
+        if create and self.boxes_combo.value is None:
             return self.new_boxes_layer()
-        return self._layer(self.boxes_combo, Shapes, "a boxes (Shapes) layer")
+        return self._layer(self.boxes_combo, "a boxes (Shapes) layer")
 
     def read_boxes(self, image: Image, layer: Shapes):
         """The boxes of ``layer`` on ``image``'s pixels (``layers.read_boxes``), its notices shown."""
@@ -348,7 +301,7 @@ class CellBoxifyWidget(QWidget):
         layer = self.viewer.add_labels(np.zeros(shape, dtype=np.uint32), name=MASKS_LAYER,
                                        scale=image.scale[-len(shape):], translate=image.translate[-len(shape):])
         layer.metadata["polygons"] = {}
-        self.labels_combo.setCurrentText(layer.name)
+        self.labels_combo.value = layer
         return layer
 
     def show_prediction(self, image: Image, plane: tuple, pred) -> None:
@@ -393,11 +346,11 @@ class CellBoxifyWidget(QWidget):
         predictor = self._require_model()
         image = self.image_layer()
         shape = self.spatial_shape(image)
-        if self.all_planes_check.isChecked() and len(shape) > 2:
+        if self.all_planes_check.value and len(shape) > 2:
             planes = [tuple(idx) for idx in np.ndindex(*shape[:-2])]
         else:
             planes = [self.current_plane(image)]
-        threshold, max_dets = self.score_spin.value(), self.max_dets_spin.value()
+        threshold, max_dets = self.score_spin.value, self.max_dets_spin.value
         def work():
             for plane in planes:
                 pixels = self.plane_image(image, plane, lazy=True)
@@ -431,7 +384,7 @@ class CellBoxifyWidget(QWidget):
             return fit_zoom(predictor, items)
 
         def done(fit) -> None:
-            self.zoom_spin.setValue(fit.zoom)
+            self.zoom_spin.value = fit.zoom
             show_info(f"CellBoxify: zoom {fit.zoom:.2f} (bbox AP against your boxes at each zoom: {fit.summary()})")
 
         worker = create_worker(work, _progress={"desc": "CellBoxify: fitting the zoom"}, _ignore_errors=True)
@@ -449,7 +402,7 @@ class CellBoxifyWidget(QWidget):
     def _set_busy(self, busy: bool) -> None:
         for button in (self.segment_boxes_button, self.segment_image_button, self.export_button,
                        self.fit_zoom_button):
-            button.setEnabled(not busy)
+            button.enabled = not busy
 
     @guarded
     def fine_tune(self) -> None:
@@ -461,7 +414,7 @@ class CellBoxifyWidget(QWidget):
         n_boxes = sum(len(b) for b in converted.boxes.values())
         if n_boxes == 0:
             raise RuntimeError("draw some boxes around cells first: fine-tuning learns from them")
-        project = check_folder(self.project_edit.text(), "the project folder")
+        project = check_folder(self.project_edit.value, "the project folder")
         if self.predictor is None or self.weights_path is None:
             raise RuntimeError("no weights loaded: fine-tuning adapts loaded weights to your cells; load weights first")
         items = [(plane_name(image.name, plane), self.plane_image(image, plane), boxes)
@@ -469,8 +422,8 @@ class CellBoxifyWidget(QWidget):
         # From shipped weights the fine-tune chooses the shipped file that finds the user's boxes best (each at
         # its own zoom); from their own file (an earlier fine-tune) it goes on from that file at the panel's zoom.
         shipped = any(self.weights_path.name == file for file, _ in SHIPPED.values())
-        settings = dict(weights="auto" if shipped else self.weights_path, minutes=self.minutes_spin.value(),
-                        zoom=None if shipped else self.zoom_spin.value())
+        settings = dict(weights="auto" if shipped else self.weights_path, minutes=self.minutes_spin.value,
+                        zoom=None if shipped else self.zoom_spin.value)
         self.cancel_event = threading.Event()
         cancel = self.cancel_event
         run_dir = project / "run"
@@ -489,8 +442,8 @@ class CellBoxifyWidget(QWidget):
         share = area_fraction([(boxes, im.shape[:2]) for _, im, boxes in items])
         if share < 0.995:  # say so: an unboxed cell inside that rectangle is still taught as background
             where = f" inside the rectangle around your boxes ({100 * share:.0f}% of the image; box every cell in it)"
-        self.loss_label.setText(f"writing {n_boxes} boxes to {project}; fine-tuning for "
-                                f"{settings['minutes']:g} min{where}…")
+        self.loss_label.value = (f"writing {n_boxes} boxes to {project}; fine-tuning for "
+                                 f"{settings['minutes']:g} min{where}…")
         worker = create_worker(work, _progress={"desc": "CellBoxify: fine-tuning"},
                                _ignore_errors=True)  # its errored handler below is the notification
         worker.yielded.connect(self._on_step)
@@ -509,34 +462,34 @@ class CellBoxifyWidget(QWidget):
 
         worker.aborted.connect(stop_on_quit, Qt.DirectConnection)
         self.train_worker = worker
-        self.train_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
+        self.train_button.enabled = False
+        self.cancel_button.enabled = True
         worker.start()
 
     def _on_step(self, info) -> None:
         self.loss_plot.add(info.loss)
-        self.loss_label.setText(f"step {info.step}  loss {info.loss:.3f}")
+        self.loss_label.value = f"step {info.step}  loss {info.loss:.3f}"
 
     def _on_trained(self, returned) -> None:
         report, model, path = returned
         self.use_model(model, path)
-        self.loss_label.setText(report.summary())
+        self.loss_label.value = report.summary()
         show_info(f"CellBoxify: {report.summary()}")
 
     def _on_train_finished(self) -> None:
         self.train_worker = None
-        self.train_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
+        self.train_button.enabled = True
+        self.cancel_button.enabled = False
 
     def cancel_training(self) -> None:
         if self.cancel_event is not None:
             self.cancel_event.set()
-            self.loss_label.setText(self.loss_label.text() + "  (cancelling: finishing the current step)")
+            self.loss_label.value += "  (cancelling: finishing the current step)"
 
     @guarded
     def predictions_to_boxes(self) -> None:
         image = self.image_layer()
-        labels_layer = self._layer(self.labels_combo, Labels, "a masks (Labels) layer")
+        labels_layer = self._layer(self.labels_combo, "a masks (Labels) layer")
         plane = self.current_plane(image)
         if not np.asarray(labels_layer.data[plane] if plane else labels_layer.data).any():
             show_warning("CellBoxify: no masks on this slice to turn into boxes")
@@ -547,12 +500,12 @@ class CellBoxifyWidget(QWidget):
     @guarded
     def export(self) -> None:
         image = self.image_layer()
-        labels_layer = self._layer(self.labels_combo, Labels, "a masks (Labels) layer")
+        labels_layer = self._layer(self.labels_combo, "a masks (Labels) layer")
         formats = {kind for kind, box in (("csv", self.export_csv), ("tiff", self.export_tiff),
-                                          ("coco", self.export_coco)) if box.isChecked()}
+                                          ("coco", self.export_coco)) if box.value}
         if not formats:
             raise RuntimeError("choose at least one export format")
-        folder = check_folder(self.export_edit.text(), "the export folder")
+        folder = check_folder(self.export_edit.value, "the export folder")
         labels = np.array(labels_layer.data)  # a copy: painting while the files are written does not mix in
         if labels.shape != self.spatial_shape(image):  # measurements would mix another image's pixels
             raise RuntimeError(f"the masks layer '{labels_layer.name}' is {'x'.join(map(str, labels.shape))} and "
