@@ -51,8 +51,8 @@ def main() -> None:
     viewer.window.add_dock_widget(widget)
     viewer.add_image(image, name="cells")  # the panel has loaded the shipped weights
     widget.new_boxes_layer().add_rectangles(boxes_to_rectangles(boxes))
-    widget.minutes_spin.setValue(args.minutes)
-    widget.project_edit.setText(tempfile.mkdtemp(prefix="cellboxify-bench-"))
+    widget.minutes_spin.value = args.minutes
+    widget.project_edit.value = tempfile.mkdtemp(prefix="cellboxify-bench-")
 
     ticks: list[float] = []
     timer = QTimer()

@@ -47,7 +47,7 @@ def main() -> None:
     viewer.add_image(image, name=Path(args.image).stem)
     widget.segment_image()
     app = QApplication.instance()
-    while not widget.segment_image_button.isEnabled():
+    while not widget.segment_image_button.enabled:
         app.processEvents()
     viewer.layers[MASKS_LAYER].opacity = 0.5
     viewer.layers[MASKS_LAYER].contour = 0

@@ -31,7 +31,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-if ! .venv/bin/python -c "import napari_cellboxify, torch, torchvision, napari, pytestqt" >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import napari_cellboxify, torch, torchvision, napari, pytestqt, xdist" >/dev/null 2>&1; then
   echo "setup: installing the package and its dependencies into .venv (torch is large: minutes)"
   .venv/bin/python -m pip install -q -e ".[testing]"
 fi

@@ -7,7 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# The cores are shared out between pytest-xdist's workers (one each on 2 cores): oversubscribed threads would
+# slow every test down.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // _WORKERS))
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LIVECELL = DATA / "livecell-mini"
@@ -96,3 +99,14 @@ def tiny_config(steps: int = 4):
 @pytest.fixture
 def synthetic_coco(tmp_path):
     return write_synthetic_coco(tmp_path / "data")
+
+
+# The modules that take longest under two workers (bash scripts/test.sh --durations=25), handed out first so that
+# both workers finish at about the same time; the others keep their order.
+LONGEST_FIRST = ("test_napari", "test_finetune", "test_learning", "test_train", "test_weights", "test_large_images",
+                 "test_zoom_fit", "test_reliability")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.module.__name__, len(rank)))

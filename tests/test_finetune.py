@@ -99,7 +99,7 @@ def test_auto_starts_from_the_shipped_file_that_finds_the_training_boxes_best(tm
     # ... but on the kept-aside boxes every model scores the same: the file chosen did not beat the default there,
     # nor did fine-tuning, so the default is what comes back
     monkeypatch.setattr(finetune, "check_ap", lambda *args: Check([], [], 10.0))
-    report = fine_tune(_synthetic_items(), tmp_path / "run", minutes=0.2, device="cpu")
+    report = fine_tune(_synthetic_items(), tmp_path / "run", minutes=0.1, device="cpu")
     assert report.start_choice == {"cells": 1.0, "nuclei": 90.0} and report.start_name == "nuclei"
     assert report.start_weights == str(files["nuclei"]) and report.default_ap == 10.0
     assert report.summary().startswith("started from nuclei (cells 1, nuclei 90 on your training boxes); on 3 of")
@@ -126,10 +126,10 @@ def _synthetic_items(n_images=1):
 
 def test_fine_tune_honours_the_budget_and_writes_model_and_report(tmp_path):
     start = time.time()
-    report = fine_tune(_synthetic_items(), tmp_path / "run", weights=_tiny_weights(tmp_path), minutes=0.4,
+    report = fine_tune(_synthetic_items(), tmp_path / "run", weights=_tiny_weights(tmp_path), minutes=0.25,
                        device="cpu", check_every_seconds=3)
     wall = time.time() - start
-    assert wall <= 0.4 * 60 + 5  # the budget covers zoom search, checks and writing, with one step's slack
+    assert wall <= 0.25 * 60 + 5  # the budget covers zoom search, checks and writing, with one step's slack
     saved = json.loads((tmp_path / "run" / "report.json").read_text())
     assert saved == json.loads(json.dumps(report.to_dict()))
     assert saved["boxes"] == 14 and saved["check_boxes"] == 3 and saved["steps"] > 0
@@ -149,13 +149,13 @@ def test_a_fine_tune_that_does_not_help_keeps_the_start_weights(tmp_path, monkey
         return finetune.Check([], [], 10.0 if model.training else 50.0)
 
     monkeypatch.setattr(finetune, "check_ap", rigged)
-    report = fine_tune(_synthetic_items(), tmp_path / "run", weights=weights, minutes=0.15, device="cpu",
+    report = fine_tune(_synthetic_items(), tmp_path / "run", weights=weights, minutes=0.1, device="cpu",
                        recipe=Recipe("wild", "all", 1e-2))
     assert report.steps > 0 and report.after_ap == 10.0 and report.before_ap == 50.0
     assert report.kept == "start" and "did not help" in report.summary()
     start, written = read_checkpoint(weights)["model"], read_checkpoint(tmp_path / "run" / "model.pt")["model"]
     assert all(torch.equal(start[k], written[k]) for k in start)
-    forced = fine_tune(_synthetic_items(), tmp_path / "forced", weights=weights, minutes=0.15, device="cpu",
+    forced = fine_tune(_synthetic_items(), tmp_path / "forced", weights=weights, minutes=0.1, device="cpu",
                        recipe=Recipe("wild", "all", 1e-2), force=True)
     assert forced.kept == "fine-tuned"
     written = read_checkpoint(tmp_path / "forced" / "model.pt")["model"]
@@ -179,7 +179,7 @@ def test_on_few_check_boxes_a_change_must_gain_more(tmp_path, monkeypatch):
 def test_recipes_race_and_the_best_checked_one_goes_on(tmp_path, monkeypatch):
     recipes = (Recipe("gentle", "box_heads", 1e-4), Recipe("bold", "all", 1e-3))
     monkeypatch.setattr(finetune, "RECIPES", recipes)
-    report = fine_tune(_synthetic_items(), tmp_path / "run", weights=_tiny_weights(tmp_path), minutes=0.25,
+    report = fine_tune(_synthetic_items(), tmp_path / "run", weights=_tiny_weights(tmp_path), minutes=0.2,
                        device="cpu", check_every_seconds=2)
     assert set(report.race) == {"gentle", "bold"} and report.recipe["name"] in report.race
     assert {c["recipe"] for c in report.checks} == {"gentle", "bold"}
@@ -193,7 +193,7 @@ def test_recipes_race_and_the_best_checked_one_goes_on(tmp_path, monkeypatch):
 def test_too_few_boxes_train_unchecked_and_say_so(tmp_path):
     syn = synthetic_cells((128, 128), 5, seed=3)
     report = fine_tune([("a", syn.image, syn.boxes_xyxy)], tmp_path / "run", weights=_tiny_weights(tmp_path),
-                       minutes=0.2, device="cpu")
+                       minutes=0.1, device="cpu")
     assert report.check_boxes == 0 and report.kept == "fine-tuned" and "unchecked" in report.summary()
 
 

@@ -15,7 +15,7 @@ from napari_cellboxify.geometry import box_inscribed_ellipse, box_polygon, mask_
 from napari_cellboxify.predict import Predictor
 from napari_cellboxify.train import Trainer
 
-LEARNING_STEPS = 120
+LEARNING_STEPS = 100
 
 
 def learning_config():

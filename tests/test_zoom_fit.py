@@ -62,12 +62,15 @@ def test_boxes_of_large_cells_pull_the_default_weights_zoom_down(livecell_dir):
     fit = fit_zoom(predictor, [(image, boxes)])
     assert fit.zoom < predictor.image_scale == 1.5
     assert fit.box_ap[fit.zoom] >= fit.box_ap[1.5] + 2.0
-    # Searched in tiles (as a boxed rectangle over 2,048 px is), the answer and its evidence stay the same.
+    # Searched in tiles (as a boxed rectangle over 2,048 px is), the answer and its evidence stay the same (at the
+    # weights' zoom and the one chosen: every zoom tiled would triple the test's time).
     calls = []
-    tiled = fit_zoom(predictor, [(image, boxes)], window=512, progress=lambda done, total: calls.append((done, total)))
+    tiled = fit_zoom(predictor, [(image, boxes)], factors=(fit.zoom / 1.5, 1.0), window=512,
+                     progress=lambda done, total: calls.append((done, total)))
     assert calls[-1] == (len(calls), len(calls)) and len(calls) > 6  # progress counts the tiles, not only zooms
-    assert tiled.zoom == fit.zoom
-    assert all(abs(tiled.box_ap[z] - ap) < 3.0 for z, ap in fit.box_ap.items())
+    assert tiled.zoom == pytest.approx(fit.zoom)
+    assert all(abs(ap - fit.box_ap[min(fit.box_ap, key=lambda z: abs(z - zoom))]) < 3.0
+               for zoom, ap in tiled.box_ap.items())
 
 
 def test_cli_fit_zoom_prints_the_best_zoom_and_refuses_a_file_without_boxes(tmp_path, capsys):
