@@ -179,6 +179,8 @@ class CellBoxifyWidget(QWidget):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.cancel_button.clicked.connect(self.cancel_training)
         self.loss_label = Label(value="")
+        for label in (self.weights_label, self.loss_label):  # a fine-tune's summary is a sentence: wrap, not widen
+            label.native.setWordWrap(True)
         self.loss_plot = LossPlot()  # Qt: magicgui has no live plot
         tune = _group("Fine-tune on my boxes", self.project_edit, self.minutes_spin,
                       _row(self.train_button, self.cancel_button), self.loss_label)
