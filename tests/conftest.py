@@ -36,7 +36,7 @@ def run_cli(*args) -> CliResult:
         try:
             code = main([str(a) for a in args])
         except SystemExit as exc:  # argparse's usage errors exit 2
-            code = exc.code if isinstance(exc.code, int) else 1
+            code = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
     return CliResult(code, out.getvalue(), err.getvalue())
 
 
@@ -109,4 +109,4 @@ LONGEST_FIRST = ("test_napari", "test_finetune", "test_learning", "test_train", 
 
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.module.__name__, len(rank)))
+    items.sort(key=lambda item: rank.get(getattr(getattr(item, "module", None), "__name__", ""), len(rank)))
