@@ -18,7 +18,6 @@ from conftest import run_cli, tiny_config, write_synthetic_coco
 REPO = Path(__file__).resolve().parents[1]
 
 
-
 def _tiny_weights(path: Path) -> Path:
     import torch
 
@@ -68,7 +67,8 @@ def test_predict_refuses_to_replace_an_earlier_run_without_overwrite(tmp_path):
     assert len(again.stderr.strip().splitlines()) == 1
     assert (tmp_path / "pred" / "predictions_coco.json").read_bytes() == before
     # another format into the same folder replaces nothing: allowed
-    assert run_cli("predict", images_dir, "--out", tmp_path / "pred", "--weights", weights, "--format", "csv").returncode == 0
+    csv_only = run_cli("predict", images_dir, "--out", tmp_path / "pred", "--weights", weights, "--format", "csv")
+    assert csv_only.returncode == 0
     assert run_cli(*base, "--overwrite").returncode == 0
 
 
@@ -154,7 +154,7 @@ def test_evaluate_says_what_it_skipped_and_records_it_in_metrics(tmp_path):
     json_path, images_dir = _bad_rows_coco(tmp_path)
     weights = _tiny_weights(tmp_path / "w.pt")
     result = run_cli("evaluate", "--data", json_path, "--images", images_dir, "--out", tmp_path / "eval",
-                  "--weights", weights)
+                     "--weights", weights)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "skipped 1 annotation(s): unknown image_id" in result.stderr
     assert "skipped 1 annotation(s): bbox reaching far outside its image" in result.stderr
@@ -172,7 +172,7 @@ def test_evaluate_refuses_an_image_with_more_cells_than_it_can_score_before_load
             "annotations": [{"id": i + 1, "image_id": 1, "bbox": [x, y, 3, 3]} for i, (x, y) in enumerate(xy.tolist())]}
     (tmp_path / "crowd.json").write_text(json.dumps(coco))
     result = run_cli("evaluate", "--data", tmp_path / "crowd.json", "--images", tmp_path, "--out", tmp_path / "e",
-                  "--weights", tmp_path / "missing.pt")
+                     "--weights", tmp_path / "missing.pt")
     assert result.returncode == 1 and f"{n:,} annotated cells" in result.stderr and "not found" not in result.stderr
 
 

@@ -40,7 +40,7 @@ def test_bad_arguments_get_one_line_and_exit_2(args):
 
 def test_a_bad_config_override_is_named_in_one_line(tmp_path):
     result = run_cli("train", "--data", tmp_path / "a.json", "--images", tmp_path, "--out", tmp_path / "run",
-                  "--set", "loss.no_such_weight=2")
+                     "--set", "loss.no_such_weight=2")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "no_such_weight" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     # predict's --set changes inference settings only: another architecture is refused, also in one line
@@ -79,7 +79,7 @@ def trained(tmp_path_factory):
     config.save(root / "tiny.yaml")
     run = root / "run"
     result = run_cli("train", "--data", json_path, "--images", images_dir, "--out", run, "--config", root / "tiny.yaml",
-                  "--device", "cpu")
+                     "--device", "cpu")
     assert result.returncode == 0, result.stderr[-2000:]
     assert (run / "model.pt").exists()
     return run, json_path, images_dir
@@ -90,8 +90,8 @@ def predicted(trained, tmp_path_factory):
     """``cellboxify predict`` of the two training images in every format: the output folder."""
     run, _, images_dir = trained
     out = tmp_path_factory.mktemp("pred")
-    result = run_cli("predict", images_dir, "--out", out, "--weights", run / "model.pt", "--format", "tiff,coco,csv,boxes",
-                  "--score-threshold", "0", "--overwrite")
+    result = run_cli("predict", images_dir, "--out", out, "--weights", run / "model.pt",
+                     "--format", "tiff,coco,csv,boxes", "--score-threshold", "0", "--overwrite")
     assert result.returncode == 0, result.stderr[-2000:]
     return out
 
@@ -114,7 +114,7 @@ def test_predict_segments_a_stack_plane_by_plane_into_one_label_stack(trained, p
     planes = [tifffile.imread(images_dir / f"synthetic_{i}.tif") for i in range(2)]
     tifffile.imwrite(tmp_path / "movie.tif", np.stack(planes))
     result = run_cli("predict", tmp_path / "movie.tif", "--out", tmp_path / "pred_stack", "--weights", run / "model.pt",
-                  "--format", "tiff,coco,csv", "--score-threshold", "0")
+                     "--format", "tiff,coco,csv", "--score-threshold", "0")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "2 planes" in result.stdout
     stack = tifffile.imread(tmp_path / "pred_stack" / "movie_labels.tif")
@@ -134,8 +134,9 @@ def test_predict_gives_sizes_in_micrometres_from_the_file_or_pixel_size(trained,
     run, _, images_dir = trained
     plane = tifffile.imread(images_dir / "synthetic_0.tif")
     tifffile.imwrite(tmp_path / "calibrated.tif", plane, imagej=True, resolution=(2.0, 2.0), metadata={"unit": "um"})
-    result = run_cli("predict", tmp_path / "calibrated.tif", images_dir / "synthetic_1.tif", "--out", tmp_path / "pred_um",
-                  "--weights", run / "model.pt", "--format", "tiff,csv", "--score-threshold", "0")
+    result = run_cli("predict", tmp_path / "calibrated.tif", images_dir / "synthetic_1.tif",
+                     "--out", tmp_path / "pred_um", "--weights", run / "model.pt", "--format", "tiff,csv",
+                     "--score-threshold", "0")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "read from 1 of 2 files" in result.stdout
     header, first = (line.split(",") for line in (tmp_path / "pred_um" / "calibrated_cells.csv").read_text().splitlines()[:2])
@@ -145,7 +146,7 @@ def test_predict_gives_sizes_in_micrometres_from_the_file_or_pixel_size(trained,
     assert read_pixel_size(tmp_path / "pred_um" / "calibrated_labels.tif") == pytest.approx((0.5, 0.5))
     assert "area_um2" not in (tmp_path / "pred_um" / "synthetic_1_cells.csv").read_text().splitlines()[0]
     result = run_cli("predict", images_dir / "synthetic_1.tif", "--out", tmp_path / "pred_given", "--weights",
-                  run / "model.pt", "--format", "csv", "--score-threshold", "0", "--pixel-size", "0.65")
+                     run / "model.pt", "--format", "csv", "--score-threshold", "0", "--pixel-size", "0.65")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "area_um2" in (tmp_path / "pred_given" / "synthetic_1_cells.csv").read_text().splitlines()[0]
 
@@ -154,30 +155,30 @@ def test_train_on_predicted_boxes_as_pseudo_labels(trained, predicted, tmp_path)
     run, json_path, images_dir = trained
     # thresholds at 0: an untrained model's scores are low
     result = run_cli("train", "--data", json_path, "--images", images_dir, "--out", tmp_path / "self",
-                  "--init", run / "model.pt", "--steps", "2", "--device", "cpu",
-                  "--pseudo-labels", predicted / "boxes.json", "--pseudo-images", images_dir,
-                  "--set", "data.pseudo_score_thresh=0", "--set", "data.pseudo_ignore_thresh=0")
+                     "--init", run / "model.pt", "--steps", "2", "--device", "cpu",
+                     "--pseudo-labels", predicted / "boxes.json", "--pseudo-images", images_dir,
+                     "--set", "data.pseudo_score_thresh=0", "--set", "data.pseudo_ignore_thresh=0")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "pseudo-labeled image(s)" in result.stderr and (tmp_path / "self" / "model.pt").exists()
     result = run_cli("train", "--data", json_path, "--images", images_dir, "--out", tmp_path / "self2",
-                  "--pseudo-labels", predicted / "boxes.json")
+                     "--pseudo-labels", predicted / "boxes.json")
     assert result.returncode == 1 and "go together" in result.stderr
 
 
 def test_evaluate_scores_masks_with_and_without_tta_and_from_oracle_boxes(trained, tmp_path):
     run, json_path, images_dir = trained
     result = run_cli("evaluate", "--data", json_path, "--images", images_dir, "--out", tmp_path / "ev",
-                  "--weights", run / "model.pt")
+                     "--weights", run / "model.pt")
     assert result.returncode == 0, result.stderr[-2000:]
     assert any("segm AP (0-100" in line for line in result.stdout.splitlines())
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert 0 <= metrics["segm"]["AP"] <= 100 and metrics["tta"] == "off"
     result = run_cli("evaluate", "--data", json_path, "--images", images_dir, "--out", tmp_path / "ev_tta",
-                  "--weights", run / "model.pt", "--tta", "flips")
+                     "--weights", run / "model.pt", "--tta", "flips")
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((tmp_path / "ev_tta" / "metrics.json").read_text())["tta"] == "flips"
     result = run_cli("evaluate", "--data", json_path, "--images", images_dir, "--out", tmp_path / "ev2",
-                  "--weights", run / "model.pt", "--oracle-boxes")
+                     "--weights", run / "model.pt", "--oracle-boxes")
     assert result.returncode == 0, result.stderr[-2000:]
     oracle = json.loads((tmp_path / "ev2" / "metrics.json").read_text())["oracle_boxes"]
     assert oracle["num_cells"] == 10 and 0.5 < oracle["mean_iou_filled_box"] < 0.95
@@ -206,7 +207,7 @@ def test_fine_tuning_from_weights_needs_no_config_file(tmp_path):
     save_weights(tmp_path / "w.pt", build_model(config, load_pretrained=False), config)
     run = tmp_path / "run"
     result = run_cli("train", "--data", json_path, "--images", images_dir, "--out", run, "--init", tmp_path / "w.pt",
-                  "--steps", "1", "--device", "cpu")
+                     "--steps", "1", "--device", "cpu")
     assert result.returncode == 0, result.stderr[-2000:]
     tuned = read_checkpoint(run / "model.pt")["config"]
     assert tuned["model"] == config.to_dict()["model"] and tuned["train"]["lr"] == 1e-4

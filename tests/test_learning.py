@@ -20,7 +20,7 @@ LEARNING_STEPS = 100
 
 def learning_config():
     # A narrower model than the shipped one (32-vertex outlines, 32-pixel rasters): the same losses and parts at
-    # a quarter of the cost per step, so that learning from scratch fits in about a minute.
+    # about a third of the cost per step, so that learning from scratch fits in about a minute.
     config = small_cpu_config(steps=LEARNING_STEPS, lr=2e-3, batch_size=2, log_every=25, checkpoint_every=10**6)
     config.data.crop_size = None
     config.model.fpn_channels = 32

@@ -92,8 +92,9 @@ def _group(title: str, *widgets) -> QGroupBox:
     return box
 
 
-def _row(*widgets) -> Container:
-    return Container(widgets=widgets, layout="horizontal", labels=False)
+def _row(*widgets, label: str = "") -> Container:
+    """Widgets side by side, under one ``label`` in the form around them."""
+    return Container(widgets=widgets, layout="horizontal", labels=False, label=label)
 
 
 class CellBoxifyWidget(QWidget):
@@ -133,9 +134,8 @@ class CellBoxifyWidget(QWidget):
         self.weights_label = Label(value="no model loaded")
         load = PushButton(text="Load weights…")
         load.clicked.connect(self._choose_weights)
-        boxes_row = _row(self.boxes_combo, new_boxes)
-        boxes_row.label = "Boxes"
-        layers_form = Container(widgets=[self.image_combo, boxes_row, self.labels_combo, self.model_combo,
+        layers_form = Container(widgets=[self.image_combo, _row(self.boxes_combo, new_boxes, label="Boxes"),
+                                         self.labels_combo, self.model_combo,
                                          self.weights_label, load])
 
         self.segment_boxes_button = PushButton(text="Segment my boxes")
