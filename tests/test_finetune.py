@@ -88,6 +88,7 @@ def test_auto_starts_from_the_shipped_file_that_finds_the_training_boxes_best(tm
     files = {"cells": _tiny_weights(tmp_path), "nuclei": tmp_path / "other.pt"}
     files["nuclei"].write_bytes(files["cells"].read_bytes())
     monkeypatch.setattr(weights_module, "resolve_weights", lambda name: files[name])
+    monkeypatch.setattr(finetune, "SHIPPED", {name: weights_module.SHIPPED[name] for name in files})
     real, scores = zoom_fit.fit_zoom, iter([1.0, 90.0])
 
     def fit(predictor, items, **kwargs):

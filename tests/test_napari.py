@@ -502,7 +502,7 @@ def test_reader_declines_other_json(tmp_path):
 
 def test_the_panel_offers_the_shipped_weights_by_name(widget):
     _, w = widget
-    assert list(w.model_combo.choices) == ["cells", "nuclei"]
+    assert list(w.model_combo.choices) == ["cells", "nuclei", "neurons"]
     w.model_combo.value = "nuclei"  # the fixture ships no weights: choosing says so instead of loading
     from napari_cellboxify.weights import WeightsError
 

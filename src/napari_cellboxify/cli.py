@@ -174,8 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--images", required=True, type=Path, help="folder the COCO file_names are relative to")
     f.add_argument("--out", required=True, type=Path, metavar="RUN", help="folder for model.pt and report.json")
     f.add_argument("--weights", default="auto",
-                   help="weights to start from: auto (the default: the shipped file, cells or nuclei, that "
-                   "detects your boxes best), cells, nuclei, or a weights file such as an earlier RUN/model.pt")
+                   help="weights to start from: auto (the default: the shipped file, cells, nuclei or neurons, "
+                   "that detects your boxes best), cells, nuclei, neurons, or a weights file such as an earlier "
+                   "RUN/model.pt")
     f.add_argument("--minutes", type=_number(float, MIN_MINUTES, 24 * 60), default=5.0,
                    help="time budget of the whole command, checks included (default 5)")
     f.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")

@@ -1,9 +1,10 @@
 """The weights shipped in ``weights/``: their names, where they are, and a sha256 check before loading.
 
-Two files are shipped, each named for what it segments: ``cells`` (phase-contrast cells, LIVECell; the default)
-and ``nuclei`` (nuclei in fluorescence, DSB2018). Every verb's ``--weights`` and the panel take either name or
-a file. ``weights/README.md`` (the model cards) lists ``sha256: <hex>  <file>`` for each shipped file; a file
-whose hash differs (changed, truncated) is refused with a clear message.
+Three files are shipped, each named for what it segments: ``cells`` (phase-contrast cells, LIVECell; the
+default), ``nuclei`` (nuclei in fluorescence, DSB2018) and ``neurons`` (phase-contrast neuronal cultures,
+Sartorius). Every verb's ``--weights`` and the panel take a name or a file. ``weights/README.md`` (the model
+cards) lists ``sha256: <hex>  <file>`` for each shipped file; a file whose hash differs (changed, truncated) is
+refused with a clear message.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ DEFAULT_WEIGHTS_NAME = "cellboxify_livecell_boxes.pt"
 SHIPPED = {
     "cells": (DEFAULT_WEIGHTS_NAME, "phase-contrast cells (LIVECell)"),
     "nuclei": ("cellboxify_nuclei_boxes.pt", "nuclei in fluorescence (DSB2018)"),
+    "neurons": ("cellboxify_neurons_boxes.pt", "phase-contrast neuronal cultures (Sartorius)"),
 }
 DEFAULT = "cells"
 PACKAGE_ROOT = Path(__file__).resolve().parent

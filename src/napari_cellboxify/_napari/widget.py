@@ -172,9 +172,10 @@ class CellBoxifyWidget(QWidget):
         self.train_button = PushButton(
             text="Fine-tune",
             tooltip="Adapt the model to your cells from your boxes, in the background: a fifth of the boxes is kept "
-                    "aside to check, the shipped file (cells or nuclei) and the zoom that find your other boxes best "
-                    "are chosen, the detector trains for the time given, and the new weights are used only if they "
-                    "find your kept-aside cells better. Box every cell inside the rectangle around your boxes.")
+                    "aside to check, the shipped file (cells, nuclei or neurons) and the zoom that find your other "
+                    "boxes best are chosen, the detector trains for the time given, and the new weights are used "
+                    "only if they find your kept-aside cells better. Box every cell inside the rectangle around "
+                    "your boxes.")
         self.train_button.clicked.connect(self.fine_tune)
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.cancel_button.clicked.connect(self.cancel_training)
