@@ -118,12 +118,28 @@ def score(weights: Path, coco, device: str) -> dict:
     return {"segm_AP": metrics["segm"]["AP"], "segm_AP50": metrics["segm"]["AP50"], "bbox_AP": metrics["bbox"]["AP"]}
 
 
+def provenance() -> str:
+    """When and from which commit a point was measured (points are cached across commits and runs)."""
+    import datetime
+    import subprocess
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=HERE.parent, capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit, dirty = "unknown", ""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    return f"{stamp}, commit {commit}{' + uncommitted src changes' if dirty else ''}"
+
+
 def measure(domain: str, n: int | str, seed: int, minutes: float, device: str, workdir: Path, coco) -> dict:
     from napari_cellboxify.finetune import fine_tune
     from napari_cellboxify.weights import default_weights_path
 
     if n == 0:  # the default weights as they are
-        return {**score(default_weights_path(), coco, device), "boxes": 0, "wall_s": 0.0}
+        return {**score(default_weights_path(), coco, device), "boxes": 0, "wall_s": 0.0, "measured": provenance()}
     name, image, boxes = boxed_image(domain)
     chosen = boxes if n == "all" else grown_region(boxes, image.shape, int(n))
     run = workdir / f"run_{n}_{seed}"
@@ -131,7 +147,8 @@ def measure(domain: str, n: int | str, seed: int, minutes: float, device: str, w
     return {**score(run / "model.pt", coco, device), "boxes": len(chosen), "wall_s": report.wall_seconds,
             "kept": report.kept, "start": report.start_name, "zoom": report.zoom, "steps": report.steps, "best_step": report.best_step,
             "check_before": report.before_ap, "check_fitted_zoom": report.before_ap_fitted_zoom,
-            "check_after": report.after_ap, "check_boxes": report.check_boxes, "steady_share": report.steady_share}
+            "check_after": report.after_ap, "check_boxes": report.check_boxes, "steady_share": report.steady_share,
+            "measured": provenance()}
 
 
 def load_points() -> dict:
@@ -146,6 +163,7 @@ def table(points: dict, minutes: float) -> str:
              "what was kept, the zoom written and the training steps.", "",
              "| domain | N boxes | segm AP per seed | mean (gain) | segm AP50 | fine-tune wall s | start → kept; zoom; steps |",
              "|---|---|---|---|---|---|---|"]
+    measured = []
     for domain, (label, _, _) in DOMAINS.items():
         base = points.get(f"{domain}/0/0")
         base_ap = base["segm_AP"] if base else None
@@ -163,7 +181,12 @@ def table(points: dict, minutes: float) -> str:
             lines.append(f"| {label} | {n if n != 'all' else f'all ({count})'} | "
                          f"{' / '.join(f'{a:.1f}' for a in aps)} | {mean:.1f}{gain} | "
                          f"{np.mean([r['segm_AP50'] for r in runs]):.1f} | {walls} | {kept} |")
-    return "\n".join(lines)
+        when = sorted({v.get("measured", "not recorded") for k, v in points.items()
+                       if k.startswith(f"{domain}/") and not k.startswith(f"{domain}/0/")})
+        if when:
+            measured.append(f"- {label}: " + "; ".join(when))
+    # Points are cached across runs and commits: say when each domain's fine-tunes were measured.
+    return "\n".join(lines + ["", "Fine-tunes measured (N > 0):", ""] + measured)
 
 
 def plot(points: dict, path: Path) -> None:
