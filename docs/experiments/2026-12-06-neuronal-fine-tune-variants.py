@@ -1,6 +1,7 @@
-"""By-hand diagnosis behind 2026-12-06-neuronal-fine-tune-variants.md: one recipe trained from `cells` on N boxes of
-a benchmarks/bench_adapt.py domain (its check strip set aside as finetune.split_check_boxes does), snapshots at
-the given training minutes, each scored on the domain's other images (segm / bbox AP) and on the check boxes.
+"""By-hand diagnosis behind 2026-12-06-neuronal-fine-tune-variants.md: one recipe trained from `cells` (or
+``--start``: a shipped name or a file) on N boxes of a benchmarks/bench_adapt.py domain (its check strip set
+aside as finetune.split_check_boxes does), snapshots at the given training minutes, each scored on the domain's
+other images (segm / bbox AP) and on the check boxes.
 Run from the repository root, nothing else on the CPU, e.g.:
 
     python docs/experiments/2026-12-06-neuronal-fine-tune-variants.py --domain shsy5y --zoom 2.0 \
@@ -28,6 +29,7 @@ p.add_argument("--ema", type=float, default=0.0); p.add_argument("--crop", type=
 p.add_argument("--batch", type=int, default=0); p.add_argument("--set", nargs="*", default=[])
 p.add_argument("--then", default=""); p.add_argument("--then_lr", type=float, default=3e-4); p.add_argument("--then_at", type=float, default=99)
 p.add_argument("--tag", default="x"); p.add_argument("--seed", type=int, default=0)
+p.add_argument("--start", default="cells", help="shipped name or file to start from")
 a = p.parse_args()
 torch.set_num_threads(2)
 name, image, boxes = B.boxed_image(a.domain)
@@ -35,7 +37,7 @@ chosen = boxes if a.boxes == "all" else B.grown_region(boxes, image.shape, int(a
 tmp = Path(tempfile.mkdtemp())
 coco = B.score_set(a.domain, tmp / "score")
 splits = F.split_check_boxes([(name, image.shape[:2], chosen)])
-wpath = resolve_weights("cells")
+wpath = resolve_weights(a.start)
 model0, cfg0 = load_model(wpath, "cpu")
 d = model0.config.data
 norm = [normalize_image(image, d.clahe, d.clahe_clip_limit)]
