@@ -118,16 +118,18 @@ def test_fine_tuning_a_partly_boxed_image_says_where_it_trains(widget, qtbot, tm
     assert w.predictor is not None
 
 
-@pytest.mark.parametrize("loaded", ["shipped", "own"])
-def test_fine_tune_from_shipped_weights_lets_the_boxes_choose_the_start(widget, tmp_path, monkeypatch, loaded):
-    # From shipped weights the fine-tune searches every shipped file (nuclei boxed on `cells` start from
-    # `nuclei`); from the user's own file (an earlier fine-tune) it goes on from that file at the panel's zoom.
+@pytest.mark.parametrize("loaded", ["default", "chosen", "own"])
+def test_fine_tune_from_the_default_weights_lets_the_boxes_choose_the_start(widget, tmp_path, monkeypatch, loaded):
+    # From the default weights the fine-tune searches every shipped file (nuclei boxed on `cells` start from
+    # `nuclei`); from a file the user chose (`neurons` by name, or an earlier fine-tune) it goes on from that
+    # file at the panel's zoom.
     viewer, w = widget
     syn = synthetic_cells((96, 96), 6, seed=2)
     viewer.add_image(syn.image, name="cells")
     w.new_boxes_layer().add_rectangles(boxes_to_rectangles(syn.boxes_xyxy))
     _untrained(w)
-    w.weights_path = Path("/somewhere") / ("cellboxify_livecell_boxes.pt" if loaded == "shipped" else "model.pt")
+    w.weights_path = Path("/somewhere") / {"default": "cellboxify_livecell_boxes.pt",
+                                           "chosen": "cellboxify_neurons_boxes.pt", "own": "model.pt"}[loaded]
     w.zoom_spin.value = 1.25
     asked = []
 
@@ -143,7 +145,7 @@ def test_fine_tune_from_shipped_weights_lets_the_boxes_choose_the_start(widget, 
                                                                          "aborted")}})())
     w.project_edit.value = str(tmp_path / "project")
     w.fine_tune()
-    expected = ({"weights": "auto", "zoom": None} if loaded == "shipped"
+    expected = ({"weights": "auto", "zoom": None} if loaded == "default"
                 else {"weights": w.weights_path, "zoom": 1.25})
     assert asked and {k: asked[0][k] for k in expected} == expected
 
