@@ -17,7 +17,10 @@ point is kept in ``bench_adapt_points.json`` as soon as it is measured, so an in
 RESULTS section and ``adapt.png`` are written from every point measured so far.
 
     python benchmarks/bench_adapt.py [--domains nuclei shsy5y cort a172] [--boxes 0 10 30 100 all]
-        [--seeds 0 1] [--minutes 5] [--device cpu]
+        [--seeds 0 1] [--minutes 5] [--device cpu] [--weights auto|cells|nuclei|neurons]
+
+``--weights NAME`` measures another series, every fine-tune started from that shipped file (what the panel does
+when its *Model* is not the default), kept beside the ``auto`` one.
 """
 
 from __future__ import annotations
@@ -134,21 +137,35 @@ def provenance() -> str:
     return f"{stamp}, commit {commit}{' + uncommitted src changes' if dirty else ''}"
 
 
-def measure(domain: str, n: int | str, seed: int, minutes: float, device: str, workdir: Path, coco) -> dict:
+def measure(domain: str, n: int | str, seed: int, minutes: float, device: str, workdir: Path, coco,
+            weights: str = "auto") -> dict:
     from napari_cellboxify.finetune import fine_tune
-    from napari_cellboxify.weights import default_weights_path
+    from napari_cellboxify.weights import default_weights_path, resolve_weights
 
-    if n == 0:  # the default weights as they are
-        return {**score(default_weights_path(), coco, device), "boxes": 0, "wall_s": 0.0, "measured": provenance()}
+    if n == 0:  # the start weights as they are: the default ones for "auto"
+        start = default_weights_path() if weights == "auto" else resolve_weights(weights)
+        return {**score(start, coco, device), "boxes": 0, "wall_s": 0.0, "measured": provenance()}
     name, image, boxes = boxed_image(domain)
     chosen = boxes if n == "all" else grown_region(boxes, image.shape, int(n))
     run = workdir / f"run_{n}_{seed}"
-    report = fine_tune([(name, image, chosen)], run, minutes=minutes, device=device, seed=seed)  # weights "auto"
+    report = fine_tune([(name, image, chosen)], run, weights=weights, minutes=minutes, device=device, seed=seed)
     return {**score(run / "model.pt", coco, device), "boxes": len(chosen), "wall_s": report.wall_seconds,
-            "kept": report.kept, "start": report.start_name, "zoom": report.zoom, "steps": report.steps, "best_step": report.best_step,
+            "kept": report.kept, "start": report.start_name or weights, "zoom": report.zoom, "steps": report.steps, "best_step": report.best_step,
             "check_before": report.before_ap, "check_fitted_zoom": report.before_ap_fitted_zoom,
             "check_after": report.after_ap, "check_boxes": report.check_boxes, "steady_share": report.steady_share,
             "measured": provenance()}
+
+
+def series(points: dict) -> list[tuple[str, str, str]]:
+    """``(key prefix, domain, start)`` of each measured series, in DOMAINS order: ``domain`` with the start chosen
+    (``auto``), then ``domain@name`` started from a named file."""
+    prefixes = {k.rsplit("/", 2)[0] for k in points}
+    return [(prefix, domain, prefix.partition("@")[2] or "auto") for domain in DOMAINS
+            for prefix in sorted(p for p in prefixes if p.partition("@")[0] == domain)]
+
+
+def series_label(domain: str, start: str) -> str:
+    return DOMAINS[domain][0] + ("" if start == "auto" else f", from `{start}`")
 
 
 def load_points() -> dict:
@@ -160,20 +177,23 @@ def table(points: dict, minutes: float) -> str:
              "that finds the training boxes best starts); N = 0 is the default `cells` weights as they are. segm AP "
              "(LIVECell's evaluation) on the domain's *other* images, one figure per seed; in brackets the gain over "
              "N = 0; wall time of the fine-tune (start choice, zoom search, checks and training); the start file, "
-             "what was kept, the zoom written and the training steps.", "",
+             "what was kept, the zoom written and the training steps. Rows \"from `name`\" start from that shipped "
+             "file (`--weights name`, as the panel does when its Model is not the default); their N = 0 is that "
+             "file as it is, and their gains too are over the default `cells`.", "",
              "| domain | N boxes | segm AP per seed | mean (gain) | segm AP50 | fine-tune wall s | start → kept; zoom; steps |",
              "|---|---|---|---|---|---|---|"]
     measured = []
-    for domain, (label, _, _) in DOMAINS.items():
-        base = points.get(f"{domain}/0/0")
+    for prefix, domain, start in series(points):
+        label = series_label(domain, start)
+        base = points.get(f"{domain}/0/0")  # gains are over the default weights, whatever the start
         base_ap = base["segm_AP"] if base else None
         for n in ("0", "10", "30", "100", "all"):
-            runs = [v for k, v in sorted(points.items()) if k.startswith(f"{domain}/{n}/")]
+            runs = [v for k, v in sorted(points.items()) if k.startswith(f"{prefix}/{n}/")]
             if not runs:
                 continue
             aps = [r["segm_AP"] for r in runs]
             mean = float(np.mean(aps))
-            gain = f" ({mean - base_ap:+.1f})" if base_ap is not None and n != "0" else ""
+            gain = f" ({mean - base_ap:+.1f})" if base_ap is not None and (n != "0" or start != "auto") else ""
             walls = ", ".join(f"{r['wall_s']:.0f}" for r in runs) if n != "0" else "-"
             kept = "; ".join(f"{r.get('start', 'cells')} → {r['kept']}, {r['zoom']:g}, {r['steps']}" for r in runs
                              ) if n != "0" else "-"
@@ -182,7 +202,7 @@ def table(points: dict, minutes: float) -> str:
                          f"{' / '.join(f'{a:.1f}' for a in aps)} | {mean:.1f}{gain} | "
                          f"{np.mean([r['segm_AP50'] for r in runs]):.1f} | {walls} | {kept} |")
         when = sorted({v.get("measured", "not recorded") for k, v in points.items()
-                       if k.startswith(f"{domain}/") and not k.startswith(f"{domain}/0/")})
+                       if k.startswith(f"{prefix}/") and not k.startswith(f"{prefix}/0/")})
         if when:
             measured.append(f"- {label}: " + "; ".join(when))
     # Points are cached across runs and commits: say when each domain's fine-tunes were measured.
@@ -196,10 +216,12 @@ def plot(points: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for domain, (label, _, _) in DOMAINS.items():
+    colours = {}
+    for prefix, domain, start in series(points):
+        label = series_label(domain, start)
         xs, ys, lo, hi = [], [], [], []
         for n in ("0", "10", "30", "100", "all"):
-            runs = [v for k, v in points.items() if k.startswith(f"{domain}/{n}/")]
+            runs = [v for k, v in points.items() if k.startswith(f"{prefix}/{n}/")]
             if runs:
                 aps = [r["segm_AP"] for r in runs]
                 xs.append(max(runs[0]["boxes"], 1) if n != "0" else 0.0)
@@ -207,7 +229,10 @@ def plot(points: dict, path: Path) -> None:
                 lo.append(min(aps))
                 hi.append(max(aps))
         if xs:
-            line, = ax.plot([max(x, 3) for x in xs], ys, "o-", label=label)
+            # a named start shares its domain's colour, dashed
+            line, = ax.plot([max(x, 3) for x in xs], ys, "o-" if start == "auto" else "s--", label=label,
+                            color=colours.get(domain))
+            colours.setdefault(domain, line.get_color())
             ax.vlines([max(x, 3) for x in xs], lo, hi, color=line.get_color(), alpha=0.5)
     ax.set_xscale("log")
     ax.set_xticks([3, 10, 30, 100, 300])
@@ -230,6 +255,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--weights", default="auto",
+                        help="start: auto (the default: chosen by the boxes) or a shipped name (its own series)")
     args = parser.parse_args(argv)
     missing = [d for d in args.domains if not _folder_files(DOMAINS[d][1][0])[0].exists()]
     if missing:
@@ -245,12 +272,12 @@ def main(argv=None) -> int:
                 if n not in ("0", "all") and int(n) >= available:
                     continue  # "all" is that point
                 for seed in (args.seeds if n != "0" else [0]):
-                    key = f"{domain}/{n}/{seed}"
+                    key = f"{domain}{'' if args.weights == 'auto' else '@' + args.weights}/{n}/{seed}"
                     if key in points:
                         continue
                     t0 = time.time()
                     points[key] = measure(domain, n if n == "all" else int(n), seed, args.minutes, args.device,
-                                          workdir, coco)
+                                          workdir, coco, args.weights)
                     print(key, json.dumps(points[key]), f"({time.time() - t0:.0f} s)", flush=True)
                     POINTS.write_text(json.dumps(points, indent=1, sort_keys=True))
     plot(points, PLOT)
