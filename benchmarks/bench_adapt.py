@@ -150,7 +150,8 @@ def measure(domain: str, n: int | str, seed: int, minutes: float, device: str, w
     run = workdir / f"run_{n}_{seed}"
     report = fine_tune([(name, image, chosen)], run, weights=weights, minutes=minutes, device=device, seed=seed)
     return {**score(run / "model.pt", coco, device), "boxes": len(chosen), "wall_s": report.wall_seconds,
-            "kept": report.kept, "start": report.start_name or weights, "zoom": report.zoom, "steps": report.steps, "best_step": report.best_step,
+            "kept": report.kept, "start": report.start_name or weights, "zoom": report.zoom, "steps": report.steps,
+            "best_step": report.best_step,
             "check_before": report.before_ap, "check_fitted_zoom": report.before_ap_fitted_zoom,
             "check_after": report.after_ap, "check_boxes": report.check_boxes, "steady_share": report.steady_share,
             "measured": provenance()}
@@ -205,7 +206,7 @@ def table(points: dict, minutes: float) -> str:
                        if k.startswith(f"{prefix}/") and not k.startswith(f"{prefix}/0/")})
         if when:
             measured.append(f"- {label}: " + "; ".join(when))
-    # Points are cached across runs and commits: say when each domain's fine-tunes were measured.
+    # Points are cached across runs and commits: say when each series' fine-tunes were measured.
     return "\n".join(lines + ["", "Fine-tunes measured (N > 0):", ""] + measured)
 
 

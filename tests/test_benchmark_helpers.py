@@ -115,3 +115,19 @@ def test_paired_summary_counts_gains_and_bounds_the_mean_gain():
     assert abs(s["p"] - 0.625) < 1e-9  # two-sided sign test, 3 of 4 (the tie dropped)
     every = paired_summary(base + [1, 2, 1.5, 1, 2], base)
     assert every["wins"] == 5 and every["low"] >= 1.0 and abs(every["p"] - 0.0625) < 1e-9
+
+
+def test_adapt_table_keeps_a_named_start_as_its_own_series_with_gains_over_the_default():
+    from bench_adapt import series, table
+
+    def point(ap, boxes, start="cells"):
+        return {"segm_AP": ap, "segm_AP50": 2 * ap, "boxes": boxes, "wall_s": 290.0 if boxes else 0.0,
+                "start": start, "kept": "start", "zoom": 1.5, "steps": 10, "measured": "2026-12-06, commit abc"}
+
+    points = {"cort/0/0": point(4.7, 0), "cort/30/0": point(9.9, 30), "cort/30/1": point(9.9, 30),
+              "cort@neurons/0/0": point(9.4, 0, "neurons"), "cort@neurons/30/0": point(11.4, 30, "neurons"),
+              "cort@neurons/30/1": point(11.0, 30, "neurons")}
+    assert series(points) == [("cort", "cort", "auto"), ("cort@neurons", "cort", "neurons")]
+    rows = [line for line in table(points, 5.0).splitlines() if line.startswith("| cortical")]
+    assert rows[2].startswith("| cortical neurons (Sartorius), from `neurons` | 0 | 9.4 | 9.4 (+4.7) |")
+    assert "| 11.4 / 11.0 | 11.2 (+6.5) |" in rows[3]  # the gain is over the default weights' N = 0
