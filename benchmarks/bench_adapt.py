@@ -216,7 +216,7 @@ def plot(points: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = plt.subplots(figsize=(9.5, 4.2))
     colours = {}
     for prefix, domain, start in series(points):
         label = series_label(domain, start)
@@ -242,7 +242,7 @@ def plot(points: dict, path: Path) -> None:
     ax.set_ylabel("segm AP on other images")
     ax.set_title("cellboxify fine-tune: 5 min on the boxes drawn")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the curves, not over them
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)
