@@ -133,8 +133,11 @@ def provenance() -> str:
                                text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit, dirty = "unknown", ""
+    from _results import machine
+
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
-    return f"{stamp}, commit {commit}{' + uncommitted src changes' if dirty else ''}"
+    cpu = machine().split(";")[0]  # fine-tunes run against the clock: the machine sets how far they get
+    return f"{stamp}, commit {commit}{' + uncommitted src changes' if dirty else ''}, {cpu}"
 
 
 def measure(domain: str, n: int | str, seed: int, minutes: float, device: str, workdir: Path, coco,
