@@ -38,7 +38,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _results import write_section  # noqa: E402
+from _results import machine, write_section  # noqa: E402
 
 DATA = HERE.parents[1] / "shared" / "data"
 POINTS = HERE / "bench_adapt_points.json"
@@ -133,8 +133,6 @@ def provenance() -> str:
                                text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit, dirty = "unknown", ""
-    from _results import machine
-
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     cpu = machine().split(";")[0]  # fine-tunes run against the clock: the machine sets how far they get
     return f"{stamp}, commit {commit}{' + uncommitted src changes' if dirty else ''}, {cpu}"

@@ -52,16 +52,17 @@ bands = [(0, y0, 0, W), (y1, H, 0, W), (y0, y1, 0, x0), (y0, y1, x1, W)]
 n_cells = n_ignore = 0
 if not a.no_pseudo:
     pred = Predictor(model0, "cpu").with_settings(image_scale=a.zoom, score_threshold=a.lo).segment_image(image)
+    area = lambda x: (x[:, 2] - x[:, 0]).clip(0) * (x[:, 3] - x[:, 1]).clip(0)
+    b = pred.boxes_xyxy.astype(np.float32)
+    full = np.maximum(area(b), 1e-6)
     for by0, by1, bx0, bx1 in bands:
         if by1 - by0 < 64 or bx1 - bx0 < 64:
             continue
-        b = pred.boxes_xyxy.astype(np.float32)
         clipped = b.copy()
         clipped[:, [0, 2]] = clipped[:, [0, 2]].clip(bx0, bx1)
         clipped[:, [1, 3]] = clipped[:, [1, 3]].clip(by0, by1)
-        area = lambda x: (x[:, 2] - x[:, 0]).clip(0) * (x[:, 3] - x[:, 1]).clip(0)
         inside = area(clipped) > 0
-        whole = area(clipped) >= 0.6 * np.maximum(area(b), 1e-6)
+        whole = area(clipped) >= 0.6 * full
         cell = inside & whole & (pred.scores >= a.hi)
         ignore = inside & ~cell  # unsure, or cut by the band's edge
         off = np.array([bx0, by0, bx0, by0], np.float32)
