@@ -163,6 +163,40 @@ def test_a_fine_tune_that_does_not_help_keeps_the_start_weights(tmp_path, monkey
     assert not all(torch.equal(start[k], written[k]) for k in start)
 
 
+def test_blend_states_interpolates_weights_and_keeps_the_tuned_counters():
+    start = {"w": torch.zeros(2, 2), "b": torch.ones(3), "n": torch.tensor(5)}
+    tuned = {"w": torch.full((2, 2), 4.0), "b": torch.full((3,), 3.0), "n": torch.tensor(9)}
+    half = finetune.blend_states(start, tuned, 0.5)
+    assert torch.equal(half["w"], torch.full((2, 2), 2.0)) and torch.equal(half["b"], torch.full((3,), 2.0))
+    assert half["n"].item() == 9
+    assert torch.equal(finetune.blend_states(start, tuned, 0.0)["w"], start["w"])
+    assert torch.equal(finetune.blend_states(start, tuned, 1.0)["w"], tuned["w"])
+
+
+def test_the_written_weights_are_the_best_checked_ones_blended_with_the_start(tmp_path, monkeypatch):
+    weights = _tiny_weights(tmp_path)
+    seen = []
+    real = finetune.blend_states
+
+    def spy(start, tuned, share):
+        seen.append(({k: v.clone() for k, v in start.items()}, {k: v.clone() for k, v in tuned.items()}, share))
+        return real(start, tuned, share)
+
+    monkeypatch.setattr(finetune, "blend_states", spy)
+    report = fine_tune(_synthetic_items(), tmp_path / "run", weights=weights, minutes=0.1, device="cpu",
+                       recipe=Recipe("wild", "all", 1e-2), force=True)
+    (start, tuned, share), = seen
+    assert share == finetune.BLEND == report.blend and report.kept == "fine-tuned"
+    assert report.after_ap is not None and report.after_ap_unblended is not None
+    shipped, written = read_checkpoint(weights)["model"], read_checkpoint(tmp_path / "run" / "model.pt")["model"]
+    floats = [k for k in shipped if shipped[k].is_floating_point()]
+    assert all(torch.allclose(start[k], shipped[k].float()) for k in floats)  # blended with the file it began from
+    assert not all(torch.equal(start[k], tuned[k]) for k in floats)  # ... and trained weights that moved
+    assert all(torch.allclose(written[k], torch.lerp(start[k], tuned[k], share)) for k in floats)
+    with pytest.raises(ValueError, match="blend"):
+        fine_tune(_synthetic_items(), tmp_path / "bad", weights=weights, minutes=0.1, device="cpu", blend=1.5)
+
+
 def test_on_few_check_boxes_a_change_must_gain_more(tmp_path, monkeypatch):
     # 3 check boxes: one box moves AP by a third, so +10 is noise (needs 30/sqrt(3) = 17); +30 is kept.
     assert finetune.min_gain(3) == pytest.approx(17.32, abs=0.01) and finetune.min_gain(400) == finetune.MIN_GAIN
