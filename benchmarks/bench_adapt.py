@@ -181,7 +181,10 @@ def table(points: dict, minutes: float) -> str:
              "N = 0; wall time of the fine-tune (start choice, zoom search, checks and training); the start file, "
              "what was kept, the zoom written and the training steps. Rows \"from `name`\" start from that shipped "
              "file (`--weights name`, as the panel does when its Model is not the default); their N = 0 is that "
-             "file as it is, and their gains too are over the default `cells`.", "",
+             "file as it is, and their gains too are over the default `cells`. Fine-tunes measured at commit 08cfda5 "
+             "wrote the best-checked weights averaged halfway with the start's (`finetune.BLEND`), later ones do "
+             "unless the weights as trained beat that blend on the check boxes, earlier ones wrote them as "
+             "trained: the list under the table says which series ran at which commit.", "",
              "| domain | N boxes | segm AP per seed | mean (gain) | segm AP50 | fine-tune wall s | start → kept; zoom; steps |",
              "|---|---|---|---|---|---|---|"]
     measured = []
