@@ -166,6 +166,11 @@ def series(points: dict) -> list[tuple[str, str, str]]:
             for prefix in sorted(p for p in prefixes if p.partition("@")[0] == domain)]
 
 
+def series_runs(points: dict, prefix: str, n: str) -> list[dict]:
+    """The points of one series at ``n`` boxes, one per seed, in key order."""
+    return [v for k, v in sorted(points.items()) if k.startswith(f"{prefix}/{n}/")]
+
+
 def series_label(domain: str, start: str) -> str:
     return DOMAINS[domain][0] + ("" if start == "auto" else f", from `{start}`")
 
@@ -193,7 +198,7 @@ def table(points: dict, minutes: float) -> str:
         base = points.get(f"{domain}/0/0")  # gains are over the default weights, whatever the start
         base_ap = base["segm_AP"] if base else None
         for n in ("0", "10", "30", "100", "all"):
-            runs = [v for k, v in sorted(points.items()) if k.startswith(f"{prefix}/{n}/")]
+            runs = series_runs(points, prefix, n)
             if not runs:
                 continue
             aps = [r["segm_AP"] for r in runs]
@@ -226,7 +231,7 @@ def plot(points: dict, path: Path) -> None:
         label = series_label(domain, start)
         xs, ys, lo, hi = [], [], [], []
         for n in ("0", "10", "30", "100", "all"):
-            runs = [v for k, v in points.items() if k.startswith(f"{prefix}/{n}/")]
+            runs = series_runs(points, prefix, n)
             if runs:
                 aps = [r["segm_AP"] for r in runs]
                 xs.append(max(runs[0]["boxes"], 1) if n != "0" else 0.0)

@@ -495,7 +495,7 @@ def fine_tune(items: list[tuple[str, np.ndarray, np.ndarray]], out_dir: str | Pa
             say(f"kept the fine-tuned weights as trained: check AP {_fmt(unblended)}, blended with the start "
                 f"{_fmt(blended)}")
         else:
-            best_state, after = blended_state, (blended if n_check else after)
+            best_state, after = blended_state, blended  # both None without check boxes
             if n_check:
                 say(f"blended {blend:g} fine-tuned + {1 - blend:g} start: check AP {_fmt(after)} "
                     f"(as trained {_fmt(unblended)})")
