@@ -187,9 +187,10 @@ def table(points: dict, minutes: float) -> str:
              "what was kept, the zoom written and the training steps. Rows \"from `name`\" start from that shipped "
              "file (`--weights name`, as the panel does when its Model is not the default); their N = 0 is that "
              "file as it is, and their gains too are over the default `cells`. Fine-tunes measured at commit 08cfda5 "
-             "wrote the best-checked weights averaged halfway with the start's (`finetune.BLEND`), later ones do "
-             "unless the weights as trained beat that blend on the check boxes, earlier ones wrote them as "
-             "trained: the list under the table says which series ran at which commit.", "",
+             "wrote the best-checked weights averaged halfway with the start's (`finetune.BLEND`); at 3d16547 the "
+             "weights as trained instead when they beat that blend on the check boxes by their noise margin; from "
+             "2026-12-07 only when they pass the never-worse rule and the blend does not; earlier ones wrote them "
+             "as trained: the list under the table says which series ran at which commit.", "",
              "| domain | N boxes | segm AP per seed | mean (gain) | segm AP50 | fine-tune wall s | start → kept; zoom; steps |",
              "|---|---|---|---|---|---|---|"]
     measured = []

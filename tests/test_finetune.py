@@ -173,7 +173,7 @@ def test_blend_states_interpolates_weights_and_keeps_the_tuned_counters():
     assert torch.equal(finetune.blend_states(start, tuned, 1.0)["w"], tuned["w"])
 
 
-def test_the_written_weights_are_the_best_checked_ones_blended_with_the_start_unless_clearly_worse(tmp_path, monkeypatch):
+def test_the_written_weights_are_the_blend_or_as_trained_when_only_they_clear_the_bar(tmp_path, monkeypatch):
     weights = _tiny_weights(tmp_path)
     seen = []
     real = finetune.blend_states
@@ -183,9 +183,10 @@ def test_the_written_weights_are_the_best_checked_ones_blended_with_the_start_un
         return real(start, tuned, share)
 
     monkeypatch.setattr(finetune, "blend_states", spy)
-    # trained weights 80 on the check boxes, the start 50; the blend (checked after blend_states ran) scores
-    # `blended`: as good as trained, the blend is written; 40 below it (beyond 3 boxes' noise), the trained ones
-    for blended, written_share in ((80.0, finetune.BLEND), (40.0, 1.0)):
+    # trained weights 80 on the check boxes, the start 50, and 3 check boxes: a change must score 67.3. The blend
+    # (checked after blend_states ran) scores `blended`: clearing that, the blend is written however far below the
+    # weights as trained it checks; short of it, the weights as trained, which clear it
+    for blended, written_share in ((72.0, finetune.BLEND), (60.0, 1.0)):
         seen.clear()
         monkeypatch.setattr(finetune, "check_ap", lambda model, normalised, splits, zoom, b=blended:
                             Check([], [], (b if seen else 80.0) if model.training else 50.0))
@@ -195,6 +196,7 @@ def test_the_written_weights_are_the_best_checked_ones_blended_with_the_start_un
         (start, tuned, share), = seen
         assert share == finetune.BLEND and report.blend == written_share and report.kept == "fine-tuned"
         assert report.after_ap == (blended if written_share < 1 else 80.0) and report.after_ap_unblended == 80.0
+        assert report.after_ap_blended == blended and ("as trained" in report.reason) == (written_share == 1.0)
         shipped, written = read_checkpoint(weights)["model"], read_checkpoint(run / "model.pt")["model"]
         floats = [k for k in shipped if shipped[k].is_floating_point()]
         assert all(torch.allclose(start[k], shipped[k].float()) for k in floats)  # the file it began from
@@ -249,7 +251,9 @@ NUCLEI = DATA / "dsb2018" / "train"
 
 def test_fine_tuning_on_30_boxed_nuclei_learns_to_find_the_kept_aside_ones(tmp_path):
     """The product's promise on a modality the shipped weights never saw: 30 boxes of fluorescence nuclei, one
-    minute on the CPU, and detection on the boxes kept aside goes from nothing to useful (measured: ~0 -> ~40)."""
+    minute on the CPU, and detection on the boxes kept aside goes from nothing to useful: as trained ~0 -> 22-26
+    in the runs seen, and what is written (the blend, or the weights as trained when only they do) clears the
+    never-worse bar."""
     from napari_cellboxify.data.coco import load_coco
     from napari_cellboxify.data.images import read_image
     from napari_cellboxify.weights import default_weights_path
@@ -265,8 +269,12 @@ def test_fine_tuning_on_30_boxed_nuclei_learns_to_find_the_kept_aside_ones(tmp_p
     image, boxes = read_image(entry.path), entry.boxes_xyxy
     h, w = image.shape[:2]
     nearest = np.argsort(np.maximum(boxes[:, 2] / w, boxes[:, 3] / h), kind="stable")[:30]  # one boxed corner
+    # The detector recipe, which the race picks on nuclei: racing would spend 60% of the minute on pilots, and
+    # with one core of a busy 2-core machine what is left varied from 22 to 11 AP as trained.
     report = fine_tune([(entry.file_name, image, boxes[nearest])], tmp_path / "run", weights=weights, minutes=1.0,
-                       device="cpu")
+                       device="cpu", recipe=finetune.RECIPES[0])
+    print(report.summary(), f"steps {report.steps}, as trained {report.after_ap_unblended}")
     assert report.check_boxes == 6
     assert report.before_ap < 5
-    assert report.after_ap > 20 and report.kept == "fine-tuned"
+    assert report.after_ap_unblended > 20
+    assert report.kept == "fine-tuned" and report.after_ap >= report.before_ap + finetune.min_gain(6)

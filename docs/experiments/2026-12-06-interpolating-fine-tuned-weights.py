@@ -6,11 +6,14 @@ Chosen on images that neither bench_adapt boxes nor scores, from ``cells`` (whic
   scored on two other dense ones (decoded masks: approximate AP, fine for ranking);
 - ``sart_sparse``: the same on sparse small-celled decoded images (cortical-like);
 - ``dsb_train``: 30 boxes on one dsb2018/train fluorescence image, scored on ten others of dsb2018/train.
-``fine_tune(weights=START, force=True)`` as the product runs it, then for each alpha the weights
-``(1 - alpha) * start + alpha * fine-tuned`` at the fine-tuned zoom, scored by segm / bbox AP. Run from the
-repository root with nothing else on the CPU:
+``fine_tune(weights=START, force=True, blend=BLEND)``, then for each alpha the weights
+``(1 - alpha) * start + alpha * fine-tuned`` at the fine-tuned zoom, scored by segm / bbox AP; "fine-tuned" is the
+best-checked step as trained whichever weights fine_tune wrote (a blend written with share b is start +
+b * (trained - start), so share alpha of the trained weights is start + alpha / b * (written - start)). The first
+table ran with ``--blend 1`` (fine_tune had no blend then); ``--blend 0.5`` runs fine_tune as shipped and also
+prints the check APs it chose between. Run from the repository root with nothing else on the CPU:
 
-    python docs/experiments/2026-12-06-interpolating-fine-tuned-weights.py --val sart_dense --seed 0
+    python docs/experiments/2026-12-06-interpolating-fine-tuned-weights.py --val sart_dense --seed 0 --blend 1
 """
 import argparse, json, sys, tempfile
 from pathlib import Path
@@ -29,6 +32,7 @@ p.add_argument("--start", default="cells"); p.add_argument("--boxes", type=int, 
 p.add_argument("--seed", type=int, default=0); p.add_argument("--minutes", type=float, default=5.0)
 p.add_argument("--run", help="an earlier run's fine-tune folder (skips the fine-tune)")
 p.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.5, 1.0])
+p.add_argument("--blend", type=float, default=1.0, help="fine_tune's blend (1: as trained)")
 a = p.parse_args()
 torch.set_num_threads(2)
 
@@ -52,10 +56,14 @@ print(f"{tmp}: {a.val}: boxed {name} ({len(chosen)} of {len(boxes)} boxes), scor
 start_path = resolve_weights(a.start)
 run = Path(a.run) if a.run else tmp / "run"
 if not a.run:
-    fine_tune([(name, image, chosen)], run, weights=start_path, minutes=a.minutes, seed=a.seed, force=True)
+    fine_tune([(name, image, chosen)], run, weights=start_path, minutes=a.minutes, seed=a.seed, force=True,
+              blend=a.blend)
 report = json.loads((run / "report.json").read_text())
 print(f"fine-tune {report['wall_seconds']:.0f} s: {report['recipe']['name']}, {report['steps']} steps (best "
-      f"{report['best_step']}), zoom {report['zoom']}, check {report['before_ap']} -> {report['after_ap']}", flush=True)
+      f"{report['best_step']}), zoom {report['zoom']}, check {report['before_ap']} -> {report['after_ap']} "
+      f"(written share {report.get('blend', 1.0)}; checks: blend {report.get('after_ap_blended')}, as trained "
+      f"{report.get('after_ap_unblended')})", flush=True)
+written_share = report.get("blend", 1.0)
 tuned, _ = load_model(run / "model.pt", "cpu")
 start, _ = load_model(start_path, "cpu")
 config = tuned.config
@@ -63,7 +71,8 @@ config = tuned.config
 s0, s1 = start.state_dict(), {k: v.clone() for k, v in tuned.state_dict().items()}
 rows = [{"alpha": "start as is", "zoom": start.config.model.image_scale, **B.score(start_path, coco, "cpu")}]
 for alpha in a.alphas:
-    mixed = {k: ((1 - alpha) * s0[k] + alpha * v) if v.is_floating_point() else v for k, v in s1.items()}
+    mixed = {k: torch.lerp(s0[k].to(v.dtype), v, alpha / written_share) if v.is_floating_point() else v
+             for k, v in s1.items()}
     tuned.load_state_dict(mixed)
     path = tmp / f"alpha_{alpha:g}.pt"
     save_weights(path, tuned, config)
