@@ -155,7 +155,7 @@ def measure(domain: str, n: int | str, seed: int, minutes: float, device: str, w
             "best_step": report.best_step,
             "check_before": report.before_ap, "check_fitted_zoom": report.before_ap_fitted_zoom,
             "check_after": report.after_ap, "check_boxes": report.check_boxes, "steady_share": report.steady_share,
-            "measured": provenance()}
+            "blend": report.blend, "check_as_trained": report.after_ap_unblended, "measured": provenance()}
 
 
 def series(points: dict) -> list[tuple[str, str, str]]:
