@@ -387,7 +387,7 @@ def fine_tune(items: list[tuple[str, np.ndarray, np.ndarray]], out_dir: str | Pa
             Not used with ``"auto"``: each shipped file is searched around its own zoom.
         force: write the fine-tuned weights even when the check boxes say the start weights were better.
         blend: share of the fine-tuned weights in those written (``BLEND``; 1.0 writes them as trained); the
-            weights as trained replace the blend when the check boxes show them better beyond their noise.
+            weights as trained replace the blend only when they pass the never-worse rule and the blend does not.
         recipe: what to train; default: the ``RECIPES`` race (each trains for a share of the time, the one that
             finds the check boxes best goes on).
         on_step: called with each training ``StepInfo``; ``cancel`` (set from any thread) ends training early,
