@@ -186,6 +186,33 @@ def test_coco_eval_scores_crowded_images_at_2000_detections_and_masks_by_their_o
     assert 45 < half["AP"] < 55 and half["AP"] == pytest.approx(half["AP50"])
 
 
+def test_per_group_figures_from_one_matching_equal_scoring_each_group_alone(tmp_path):
+    """Per-cell-type AP comes from the overall matching (coco_eval_by_group): it must equal COCOeval run on the
+    group's images alone, for groups in any order of ids and for each kind and size range."""
+    from napari_cellboxify.evaluate import coco_eval_by_group
+
+    json_path, images_dir = write_synthetic_coco(tmp_path / "d", n_images=5, n_cells=10, seed=3)
+    gt = load_coco(json_path, images_dir).pycocotools()
+    rng = np.random.default_rng(1)
+    dets = []
+    for ann in gt.dataset["annotations"]:  # jittered detections whose quality differs by image, and misses
+        x, y, w, h = ann["bbox"]
+        jitter = ann["image_id"] / 10
+        if rng.random() < 0.15 * ann["image_id"] / 2:
+            continue
+        dets.append({"image_id": ann["image_id"], "category_id": 1, "score": float(rng.random()),
+                     "bbox": [x + rng.normal(0, w * jitter), y + rng.normal(0, h * jitter), w, h],
+                     "segmentation": ann["segmentation"]})
+    groups = {"odd": [5, 1, 3], "two": [2], "last": [4, 5]}
+    for kind in ("bbox", "segm"):
+        overall, per_group = coco_eval_by_group(gt, dets, kind, groups)
+        assert overall == coco_eval(gt, dets, kind)
+        assert len({round(g["AP"], 3) for g in per_group.values()}) == 3  # the groups really differ
+        for name, ids in groups.items():
+            alone = coco_eval(gt, dets, kind, ids)
+            assert per_group[name] == pytest.approx(alone), name
+
+
 def test_labels_need_uint32_past_65535():
     polys = np.zeros((1, 4, 2), np.float32)
     labels = polygons_to_labels(polys, (4, 4), ids=np.array([70000]))
