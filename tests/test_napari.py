@@ -152,7 +152,8 @@ def test_fine_tune_from_the_default_weights_lets_the_boxes_choose_the_start(widg
 
 def test_fit_zoom_to_my_boxes_sets_the_zoom_from_them(widget, qtbot, livecell_dir, monkeypatch):
     # A172 cells on this val image are larger than in train: boxing them moves the default weights' zoom
-    # (1.5) down (bbox AP 13 at 0.75 vs 5 at 1.5, benchmarks/RESULTS.md "Zoom sensitivity").
+    # (1.5) down (benchmarks/RESULTS.md "Zoom sensitivity"). Its top half, for time: bbox AP 14.5 at 0.75, 5.3 at
+    # 1.5 (measured 2026-12-07).
     from pathlib import Path
 
     from napari_cellboxify.data.coco import load_coco
@@ -161,8 +162,8 @@ def test_fit_zoom_to_my_boxes_sets_the_zoom_from_them(widget, qtbot, livecell_di
     viewer, w = widget
     val = load_coco(livecell_dir / "val" / "annotations.json", livecell_dir / "val" / "images")
     entry = next(e for e in val.images if e.file_name.startswith("A172"))
-    boxes = entry.boxes_xyxy
-    viewer.add_image(read_image(entry.path), name="A172")
+    boxes = entry.boxes_xyxy[entry.boxes_xyxy[:, 3] <= 260]
+    viewer.add_image(read_image(entry.path)[:260], name="A172")
     shipped = Path(__file__).resolve().parents[1] / "weights" / "cellboxify_livecell_boxes.pt"
     if not shipped.exists():
         pytest.skip("no default weights in weights/")

@@ -371,7 +371,7 @@ def fine_tune(items: list[tuple[str, np.ndarray, np.ndarray]], out_dir: str | Pa
               weights: str | Path | None = "auto", minutes: float = 5.0, device: str = "auto", force: bool = False,
               zoom: float | None = None,
               recipe: Recipe | None = None, seed: int = 0, check_every_seconds: float = 30.0, blend: float = BLEND,
-              on_step: Callable | None = None, cancel: threading.Event | None = None,
+              max_steps: int | None = None, on_step: Callable | None = None, cancel: threading.Event | None = None,
               log: Callable[[str], None] | None = None) -> FineTuneReport:
     """Fine-tune ``weights`` on the user's boxes within ``minutes``.
 
@@ -390,6 +390,8 @@ def fine_tune(items: list[tuple[str, np.ndarray, np.ndarray]], out_dir: str | Pa
             weights as trained replace the blend only when they pass the never-worse rule and the blend does not.
         recipe: what to train; default: the ``RECIPES`` race (each trains for a share of the time, the one that
             finds the check boxes best goes on).
+        max_steps: end training after this many steps of the recipe that goes on, if the budget lasts (a
+            reproducible run: with ``check_every_seconds`` past the budget only the last step is checked).
         on_step: called with each training ``StepInfo``; ``cancel`` (set from any thread) ends training early,
             and the best weights found so far are still measured and written.
         log: called with a line for each stage (the CLI prints them).
@@ -410,6 +412,8 @@ def fine_tune(items: list[tuple[str, np.ndarray, np.ndarray]], out_dir: str | Pa
         raise ValueError(f"the zoom must be > 0, got {zoom}")
     if not 0.0 <= blend <= 1.0:
         raise ValueError(f"the blend must be between 0 and 1, got {blend}")
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"max_steps must be at least 1, got {max_steps}")
     candidates = ({name: resolve_weights(name) for name in SHIPPED} if auto
                   else {"": resolve_weights(str(weights) if isinstance(weights, str) else weights)})
     items = [(name, image, np.asarray(boxes, np.float32).reshape(-1, 4)) for name, image, boxes in items]
@@ -466,6 +470,8 @@ def fine_tune(items: list[tuple[str, np.ndarray, np.ndarray]], out_dir: str | Pa
     for candidate in recipes:
         config = fine_tune_run_config(start_config, candidate, train_zoom, smallest, median_side, device)
         config.train.seed = seed
+        if max_steps is not None:
+            config.train.steps = int(max_steps)
         folder = out_dir / ("train" if len(recipes) == 1 else f"train_{candidate.name}")
         runs.append(RecipeRun(candidate, Trainer(config, source, folder, init_weights=weights, device=torch_device)))
 
@@ -482,7 +488,7 @@ def fine_tune(items: list[tuple[str, np.ndarray, np.ndarray]], out_dir: str | Pa
     best_state, best_step = run.best_state, run.best_step
     if best_state is None and steps:  # unchecked: the last weights, blended as checked ones are
         best_state, best_step = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}, steps
-    checks = [dict(c, recipe=r.recipe.name) for r in runs for c in r.checks]
+    checks = sorted((dict(c, recipe=r.recipe.name) for r in runs for c in r.checks), key=lambda c: c["seconds"])
     race = ({r.recipe.name: (None if r.best_ap < 0 else round(r.best_ap, 2)) for r in runs}
             if len(runs) > 1 else {})
     unblended = run.best_check if (n_check and best_state is not None) else None
