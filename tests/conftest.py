@@ -103,8 +103,8 @@ def synthetic_coco(tmp_path):
 
 # The modules that take longest under two workers (bash scripts/test.sh --durations=25), handed out first so that
 # both workers finish at about the same time; the others keep their order.
-LONGEST_FIRST = ("test_napari", "test_finetune", "test_learning", "test_train", "test_weights", "test_large_images",
-                 "test_zoom_fit", "test_reliability")
+LONGEST_FIRST = ("test_napari", "test_finetune", "test_train", "test_learning", "test_large_images", "test_reliability",
+                 "test_weights", "test_zoom_fit", "test_cli", "test_package")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -28,6 +28,7 @@ def test_every_verb_documents_its_options(verb):
         ["fine-tune", "--data", "a", "--images", "b", "--out", "c", "--minutes", "0"],
         ["fine-tune", "--data", "a", "--images", "b", "--out", "c", "--minutes", "nan"],
         ["fine-tune", "--data", "a", "--images", "b", "--out", "c", "--device", "tpu"],
+        ["fine-tune", "--data", "a", "--images", "b", "--out", "c", "--max-steps", "0"],
         ["frobnicate"],
     ],
 )
@@ -236,13 +237,14 @@ def test_fine_tune_from_the_command_line_writes_model_report_and_one_line(tmp_pa
     config = tiny_config()
     save_weights(tmp_path / "start.pt", build_model(config, load_pretrained=False), config)
     args = ["fine-tune", "--data", json_path, "--images", images_dir, "--out", tmp_path / "run",
-            "--weights", tmp_path / "start.pt", "--minutes", "0.1", "--device", "cpu"]
+            "--weights", tmp_path / "start.pt", "--minutes", "1", "--max-steps", "2", "--device", "cpu"]
     result = run_cli(*args)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("on 3 of your boxes kept aside, detection AP")
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["boxes"] == 10 and report["check_boxes"] == 3 and (tmp_path / "run" / "model.pt").exists()
+    assert report["steps"] == 2
     again = run_cli(*args)  # no silent overwrite of a finished run
     assert again.returncode == 1 and "--overwrite" in again.stderr and len(again.stderr.strip().splitlines()) == 1
     assert json.loads((tmp_path / "run" / "report.json").read_text()) == report

@@ -1,4 +1,4 @@
-"""fine_tune: check boxes kept aside, the time budget, the never-worse rule, report.json, and learning on real nuclei."""
+"""fine_tune: the time budget and step cap, the never-worse rule, report.json, and learning on real nuclei."""
 
 import json
 import time
@@ -10,74 +10,11 @@ import torch
 from napari_cellboxify import finetune
 from napari_cellboxify.checkpoint import read_checkpoint, save_weights
 from napari_cellboxify.data.synthetic import synthetic_cells
-from napari_cellboxify.finetune import Check, Recipe, fine_tune, split_check_boxes, steady_share
-from napari_cellboxify.zoom_fit import box_ap
+from napari_cellboxify.check_boxes import MIN_GAIN, Check, min_gain
+from napari_cellboxify.finetune import Recipe, fine_tune
 from napari_cellboxify.model import build_model
 
 from conftest import DATA, tiny_config
-
-
-def _grid_boxes(n: int, side: float = 10.0, step: float = 20.0) -> np.ndarray:
-    """Boxes on a jittered grid (cells are never exactly aligned: no two centres tie)."""
-    cols = int(np.ceil(np.sqrt(n)))
-    jitter = np.random.default_rng(n).uniform(0, 3, (n, 2))
-    xy = np.array([[step * (i % cols), step * (i // cols)] for i in range(n)]) + jitter + 5
-    return np.concatenate([xy, xy + side], axis=1).astype(np.float32)
-
-
-def test_check_boxes_are_a_far_strip_of_about_a_fifth_never_trained_on():
-    boxes = _grid_boxes(30)
-    (split,) = split_check_boxes([("a", (200, 200), boxes)])
-    assert len(split.check_boxes) == 6 and len(split.check_boxes) + len(split.train_boxes) == 30
-    ty0, ty1, tx0, tx1 = split.train_area
-    cy0, cy1, cx0, cx1 = split.check_area
-    # the two areas share at most the pixel the cut falls in, and every box lies on its side by its centre
-    assert tx1 <= cx0 + 1 or ty1 <= cy0 + 1
-    centre = lambda b: ((b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2)  # noqa: E731
-    x, y = centre(split.check_boxes)
-    assert ((x >= cx0) & (x < cx1) & (y >= cy0) & (y < cy1)).all()
-    x, y = centre(split.train_boxes)
-    assert ((x >= tx0) & (x < tx1) & (y >= ty0) & (y < ty1)).all()
-
-
-def test_few_boxes_keep_at_least_three_aside_and_very_few_none():
-    (ten,) = split_check_boxes([("a", (200, 200), _grid_boxes(10))])
-    assert len(ten.check_boxes) == 3 and len(ten.check_boxes) + len(ten.train_boxes) == 10
-    (five,) = split_check_boxes([("a", (200, 200), _grid_boxes(5))])
-    assert five.check_area is None and len(five.train_boxes) == 5
-    # several images: a fifth of each, topped up to three from the most boxed
-    splits = split_check_boxes([("a", (200, 200), _grid_boxes(6)), ("b", (200, 200), _grid_boxes(4))])
-    assert sum(len(s.check_boxes) for s in splits) == 3 and all(len(s.train_boxes) >= 2 for s in splits)
-
-
-def _found(truth: np.ndarray, hit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Detections that find exactly the ``hit`` boxes of ``truth`` (score 1) plus one far false positive."""
-    boxes = np.concatenate([truth[hit], [[500, 500, 510, 510]]]).astype(np.float32)
-    return boxes, np.concatenate([np.ones(int(hit.sum())), [0.5]])
-
-
-def test_box_ap_scores_a_subset_and_ignores_detections_on_the_rest():
-    truth = _grid_boxes(6)
-    hit = np.array([True, True, True, False, False, False])
-    assert box_ap([truth], [_found(truth, hit)]) == pytest.approx(50.0, abs=1.0)
-    # only the three found boxes counted: the detections on them score, nothing on the others is a false positive
-    assert box_ap([truth], [_found(truth, hit)], counted=[hit]) == pytest.approx(100.0, abs=1.0)
-    assert box_ap([truth], [_found(truth, hit)], counted=[~hit]) == 0.0
-
-
-def test_steady_share_tells_a_gain_across_the_boxes_from_one_carried_by_a_few():
-    truth = _grid_boxes(10)
-    start = np.zeros(10, bool)
-    start[:3] = True
-    broad = start.copy()
-    broad[3:9] = True  # finds six more boxes
-    narrow = np.zeros(10, bool)
-    narrow[:4] = True  # one more box than the start
-    checks = {name: Check([truth], [_found(truth, hit)], box_ap([truth], [_found(truth, hit)]))
-              for name, hit in (("start", start), ("broad", broad), ("narrow", narrow))}
-    assert steady_share(checks["start"], checks["broad"]) == 1.0
-    assert steady_share(checks["start"], checks["narrow"]) < finetune.STEADY_SHARE  # a half without that box ties
-    assert steady_share(checks["broad"], checks["start"]) == 0.0
 
 
 def test_auto_starts_from_the_shipped_file_that_finds_the_training_boxes_best(tmp_path, monkeypatch):
@@ -147,7 +84,7 @@ def test_a_fine_tune_that_does_not_help_keeps_the_start_weights(tmp_path, monkey
 
     def rigged(model, normalised, splits, zoom):
         # the Trainer's model is checked while it is in train mode
-        return finetune.Check([], [], 10.0 if model.training else 50.0)
+        return Check([], [], 10.0 if model.training else 50.0)
 
     monkeypatch.setattr(finetune, "check_ap", rigged)
     report = fine_tune(_synthetic_items(), tmp_path / "run", weights=weights, minutes=1, device="cpu",
@@ -210,7 +147,7 @@ def test_the_written_weights_are_the_blend_or_as_trained_when_only_they_clear_th
 
 def test_on_few_check_boxes_a_change_must_gain_more(tmp_path, monkeypatch):
     # 3 check boxes: one box moves AP by a third, so +10 is noise (needs 30/sqrt(3) = 17); +30 is kept.
-    assert finetune.min_gain(3) == pytest.approx(17.32, abs=0.01) and finetune.min_gain(400) == finetune.MIN_GAIN
+    assert min_gain(3) == pytest.approx(17.32, abs=0.01) and min_gain(400) == MIN_GAIN
     weights = _tiny_weights(tmp_path)
     for trained_ap, kept in ((60.0, "start"), (80.0, "fine-tuned")):
         monkeypatch.setattr(finetune, "check_ap", lambda model, normalised, splits, zoom, ap=trained_ap:
@@ -282,4 +219,4 @@ def test_fine_tuning_on_30_boxed_nuclei_learns_to_find_the_kept_aside_ones(tmp_p
     assert report.before_ap < 5
     # Learning: the blend or the weights as trained find the kept-aside nuclei
     assert max(report.after_ap_unblended, report.after_ap_blended) > 20
-    assert report.kept == "fine-tuned" and report.after_ap >= report.before_ap + finetune.min_gain(6)
+    assert report.kept == "fine-tuned" and report.after_ap >= report.before_ap + min_gain(6)

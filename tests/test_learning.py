@@ -1,6 +1,9 @@
 """Training from boxes alone must *learn* masks: metrics on fresh synthetic images, not "it ran".
 
-One box-only training run (about a minute on 2 CPU cores) is shared by the tests in this module.
+One box-only training run (about a minute on one core) is shared by the tests in this module. It trains on
+128 px images of 7 cells and is scored on 192 px images of 14 (the synthetic default), at two thirds of the time
+of training on the latter. Measured 2026-12-07: mask IoU 0.833 and recall 0.845 here (0.840 and 0.857 when it
+trained on 192 px images); other seeds gave 0.826 to 0.839 and 0.821 to 0.893.
 """
 
 import numpy as np
@@ -35,7 +38,8 @@ def learning_config():
 def trained(tmp_path_factory):
     torch.manual_seed(0)
     config = learning_config()
-    trainer = Trainer(config, SyntheticSource(config, seed=0), tmp_path_factory.mktemp("learn"), device="cpu")
+    trainer = Trainer(config, SyntheticSource(config, seed=0, shape=(128, 128), n_cells=7),
+                      tmp_path_factory.mktemp("learn"), device="cpu")
     result = trainer.fit()
     assert result.steps_done == LEARNING_STEPS
     return Predictor(trainer.model, "cpu", score_threshold=0.5)

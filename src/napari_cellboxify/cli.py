@@ -179,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "RUN/model.pt")
     f.add_argument("--minutes", type=_number(float, MIN_MINUTES, 24 * 60), default=5.0,
                    help="time budget of the whole command, checks included (default 5)")
+    f.add_argument("--max-steps", type=_number(int, 1, 10**7), default=None, metavar="N",
+                   help="end training after N steps if the budget lasts (a reproducible run; the checks are then "
+                   "taken every 30 s as usual)")
     f.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     f.add_argument("--force", action="store_true",
                    help="write the fine-tuned weights even when the kept-aside boxes say they are worse")
@@ -427,7 +430,7 @@ def cmd_fine_tune(args) -> int:
 
     items = boxes_from_coco(args.data, args.images, warn=say)
     report = fine_tune(items, args.out, weights=args.weights, minutes=args.minutes, device=args.device,
-                       force=args.force, log=say)
+                       force=args.force, max_steps=args.max_steps, log=say)
     print(f"{report.summary()}; weights: {args.out / 'model.pt'}")
     return 0
 
