@@ -17,6 +17,7 @@ only what changed.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import sys
 import tempfile
@@ -24,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import write_section  # noqa: E402
+from _results import machine, write_section  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1] / "shared" / "data"
@@ -83,7 +84,8 @@ def measure(weights: str, domain: str, folder: Path) -> dict | None:
     return {"segm_AP": metrics["segm"]["AP"], "segm_AP50": metrics["segm"]["AP50"], "bbox_AP": metrics["bbox"]["AP"],
             "oracle_iou": oracle["mean_iou_model"], "ellipse_iou": oracle["mean_iou_ellipse"],
             "images": len(coco.images), "cells": len(coco.data["annotations"]), "seconds": time.time() - t0,
-            "zoom": predictor.image_scale}
+            "zoom": predictor.image_scale,
+            "measured": f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d}, {machine()}"}
 
 
 def main(argv=None) -> int:
@@ -128,6 +130,9 @@ def main(argv=None) -> int:
         lines.append(f"| `{weights}` ({name}, zoom {p['zoom']:g}) | {DOMAINS[domain]} | {p['images']} / {p['cells']} | "
                      f"**{p['segm_AP']:.1f}** | {p['segm_AP50']:.1f} | {p['bbox_AP']:.1f} | {p['oracle_iou']:.3f} | "
                      f"{p['ellipse_iou']:.3f} |")
+    # Points are kept by the file's sha256, so a rerun measures only new files: say when each file's rows were.
+    measured = {f"`{w}`": p.get("measured", "before 2026-12-07 (not recorded)") for w, _, _, p in rows}
+    lines += ["", "Measured: " + "; ".join(f"{w} {when}" for w, when in measured.items()) + "."]
     write_section("Shipped weights by domain", "\n".join(lines), first=True)
     return 0
 

@@ -7,9 +7,11 @@ filled box lowest and the intensity Chan-Vese term was flat.
 Part 2 (``--fit``, minutes): smooth contours (ellipse + 8 Fourier harmonics per box) fitted by Adam to each
 variant's total loss; their mean mask IoU against the GT masks.
 
-    python benchmarks/bench_loss_fit.py [--images 5] [--cells 60] [--fit --iters 150]
+    python benchmarks/bench_loss_fit.py [--data livecell|dsb2018] [--images 5] [--cells 60] [--fit --iters 150]
 
-Runs on livecell-mini/train (tuning data, never val) and writes a table into benchmarks/RESULTS.md.
+Runs on training images (tuning data, never val): livecell-mini/train, or with ``--data dsb2018`` the
+fluorescence images of dsb2018/train (whose masks are RLE: the true contour is the mask's outline). Writes a table
+into benchmarks/RESULTS.md, one section per data set.
 """
 
 from __future__ import annotations
@@ -36,7 +38,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import write_section  # noqa: E402
 
 HARMONICS = 8
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "livecell-mini" / "train"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# --data: (folder, what the table says, RESULTS.md section)
+DATASETS = {
+    "livecell": (SHARED / "livecell-mini" / "train", "livecell-mini/train images", "Loss ranking and fit on real cells"),
+    "dsb2018": (SHARED / "dsb2018" / "train", "dsb2018/train fluorescence images",
+                "Loss ranking and fit on fluorescence nuclei"),
+}
 
 # Each variant changes LossConfig fields.
 VARIANTS: dict[str, dict] = {
@@ -129,11 +137,23 @@ def rank_contours(images, cfg: LossConfig) -> dict[str, dict[str, float]]:
     return table
 
 
-def load_images(count: int, max_cells: int):
-    coco = load_coco(DATA / "annotations.json", DATA / "images")
+def _outline(mask: np.ndarray, num_vertices: int) -> np.ndarray:
+    """A mask's outer outline (its longest contour), resampled to ``num_vertices`` (x, y) points in pixel-edge
+    coordinates (a pixel's centre at +0.5), as COCO polygons are."""
+    from skimage.measure import find_contours
+
+    contour = max(find_contours(np.pad(mask, 1).astype(np.float32), 0.5), key=len)  # (row, col), padded frame
+    return resample_polygon((contour[:, ::-1] - 1 + 0.5).ravel(), num_vertices)
+
+
+def load_images(data: Path, count: int, max_cells: int):
+    coco = load_coco(data / "annotations.json", data / "images")
     index = coco.pycocotools()
-    # Skip the partly annotated MCF7 image: its missing cells are not a property of the losses.
-    entries = [im for im in coco.images if "MCF7_Phase_H4_1_03d08h00m_4" not in im.file_name]
+    modality = {im["id"]: im.get("modality") for im in coco.data["images"]}
+    # Skip the partly annotated MCF7 image: its missing cells are not a property of the losses. DSB2018: its
+    # fluorescence images only.
+    entries = [im for im in coco.images if "MCF7_Phase_H4_1_03d08h00m_4" not in im.file_name
+               and modality.get(im.id) in (None, "fluorescence_grayscale")]
     # One image per cell type first, so a small count still covers several looks of phase contrast.
     by_type: dict[str, list] = {}
     for im in entries:
@@ -147,13 +167,15 @@ def load_images(count: int, max_cells: int):
         boxes = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
                           for a in anns], np.float32)
         truths = [index.annToMask(a).astype(bool) for a in anns]
-        contours = np.stack([resample_polygon(a["segmentation"][0], 64) for a in anns]).astype(np.float32)
+        contours = np.stack([resample_polygon(a["segmentation"][0], 64) if isinstance(a["segmentation"], list)
+                             else _outline(t, 64) for a, t in zip(anns, truths)]).astype(np.float32)
         out.append((im.file_name, read_image(im.path), boxes, truths, contours))
     return out
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", choices=list(DATASETS), default="livecell")
     parser.add_argument("--images", type=int, default=5)
     parser.add_argument("--iters", type=int, default=300)
     parser.add_argument("--cells", type=int, default=60, help="cells sampled per image")
@@ -162,13 +184,14 @@ def main(argv=None) -> int:
     parser.add_argument("--fit", action="store_true", help="also fit contours to each variant (minutes)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
-    if not DATA.is_dir():
-        print(f"skipped: {DATA} not found (see ../shared/data/README.md)")
+    data, what, section = DATASETS[args.data]
+    if not data.is_dir():
+        print(f"skipped: {data} not found (see ../shared/data/README.md)")
         return 0
     torch.manual_seed(0)
-    images = load_images(args.images, args.cells)
+    images = load_images(data, args.images, args.cells)
     n_cells = sum(len(b) for _, _, b, _, _ in images)
-    lines = [f"{n_cells} cells (up to {args.cells} per image) on {len(images)} livecell-mini/train images.", ""]
+    lines = [f"{n_cells} cells (up to {args.cells} per image) on {len(images)} {what}.", ""]
     lines += ["Mean loss at fixed contours (lower = preferred; the true contour should be lowest, above all in the total):", "",
               "| loss variant | term | " + " | ".join(CONTOURS) + " |", "|---|---|" + "---|" * len(CONTOURS)]
     for name in args.variants.split(","):
@@ -192,7 +215,7 @@ def main(argv=None) -> int:
     if args.no_write:
         print("\n".join(lines))
     else:
-        write_section("Loss ranking and fit on real cells", "\n".join(lines))
+        write_section(section, "\n".join(lines))
     return 0
 
 
