@@ -2,9 +2,10 @@
 
 One function, ``fine_tune``, serves ``cellboxify fine-tune`` and the panel's *Fine-tune*:
 
-1. **Check boxes** (``check_boxes``). A strip at the far end of each boxed area (along its longer side) holding about a fifth of
-   that image's boxes is set aside; the network never trains on its pixels. Detection there (COCO bbox AP
-   against the set-aside boxes, detections counted by their centre) is the yardstick of every choice below.
+1. **Check boxes** (``check_boxes``). A strip at the far end of each boxed area (along its longer side) holding
+   about a fifth of that image's boxes is set aside; the network never trains on its pixels. Detection there
+   (COCO bbox AP against the set-aside boxes, detections counted by their centre) is the yardstick of every
+   choice below.
 2. **Start weights and zoom.** ``zoom_fit.fit_zoom`` on the training boxes picks the zoom at which the start
    weights' boxes match the user's best (cells of another kind have another size in pixels). With
    ``weights="auto"`` (the default) every shipped file is searched so, and the one that finds the training boxes
