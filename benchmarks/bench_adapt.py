@@ -192,7 +192,7 @@ def table(points: dict, minutes: float) -> str:
              "2026-12-07 only when they pass the never-worse rule and the blend does not; earlier ones wrote them "
              "as trained: the list under the table says which series ran at which commit. The `nuclei` file "
              "changed on 2026-12-07 (its mask branch, weights/README.md: 45.1 → 54.1 as it is on these images); the "
-             "nuclei points at 100 and all boxes ran with the earlier file, those at 10 and 30 with the current one.", "",
+             "nuclei points at 100 boxes ran with the earlier file, the others with the current one.", "",
              "| domain | N boxes | segm AP per seed | mean (gain) | segm AP50 | fine-tune wall s | start → kept; zoom; steps |",
              "|---|---|---|---|---|---|---|"]
     measured = []
