@@ -191,8 +191,8 @@ def table(points: dict, minutes: float) -> str:
              "weights as trained instead when they beat that blend on the check boxes by their noise margin; from "
              "2026-12-07 only when they pass the never-worse rule and the blend does not; earlier ones wrote them "
              "as trained: the list under the table says which series ran at which commit. The `nuclei` file "
-             "changed on 2026-12-07 (its mask branch, weights/README.md: 45.1 → 54.1 as it is on these images); the "
-             "nuclei points at 100 boxes ran with the earlier file, the others with the current one.", "",
+             "changed on 2026-12-07 (its mask branch, weights/README.md: 45.1 → 54.1 as it is on these images); every "
+             "nuclei point with N > 0 was measured again with the current one.", "",
              "| domain | N boxes | segm AP per seed | mean (gain) | segm AP50 | fine-tune wall s | start → kept; zoom; steps |",
              "|---|---|---|---|---|---|---|"]
     measured = []
