@@ -28,7 +28,8 @@ from napari_cellboxify.config import LossConfig
 from napari_cellboxify.data.coco import load_coco
 from napari_cellboxify.data.images import read_image
 from napari_cellboxify.data.transforms import normalize_image
-from napari_cellboxify.geometry import box_inscribed_ellipse, mask_iou, polygon_to_mask, resample_polygon
+from napari_cellboxify.geometry import (box_inscribed_ellipse, mask_iou, mask_outline, polygon_to_mask,
+                                        resample_polygon)
 from napari_cellboxify.losses import global_pairwise_loss, local_pairwise_loss, soft_rasterize_logits, unary_loss
 from napari_cellboxify.losses.crops import gt_box_crops
 from napari_cellboxify.losses.rasterize import polygons_to_box_frame
@@ -137,15 +138,6 @@ def rank_contours(images, cfg: LossConfig) -> dict[str, dict[str, float]]:
     return table
 
 
-def _outline(mask: np.ndarray, num_vertices: int) -> np.ndarray:
-    """A mask's outer outline (its longest contour), resampled to ``num_vertices`` (x, y) points in pixel-edge
-    coordinates (a pixel's centre at +0.5), as COCO polygons are."""
-    from skimage.measure import find_contours
-
-    contour = max(find_contours(np.pad(mask, 1).astype(np.float32), 0.5), key=len)  # (row, col), padded frame
-    return resample_polygon((contour[:, ::-1] - 1 + 0.5).ravel(), num_vertices)
-
-
 def load_images(data: Path, count: int, max_cells: int):
     coco = load_coco(data / "annotations.json", data / "images")
     index = coco.pycocotools()
@@ -168,7 +160,7 @@ def load_images(data: Path, count: int, max_cells: int):
                           for a in anns], np.float32)
         truths = [index.annToMask(a).astype(bool) for a in anns]
         contours = np.stack([resample_polygon(a["segmentation"][0], 64) if isinstance(a["segmentation"], list)
-                             else _outline(t, 64) for a, t in zip(anns, truths)]).astype(np.float32)
+                             else mask_outline(t, 64) for a, t in zip(anns, truths)]).astype(np.float32)
         out.append((im.file_name, read_image(im.path), boxes, truths, contours))
     return out
 

@@ -39,6 +39,21 @@ def resample_polygon(flat_xy, num_vertices: int) -> np.ndarray:
     return np.stack([np.interp(t, arc, closed[:, 0]), np.interp(t, arc, closed[:, 1])], axis=1)
 
 
+def mask_outline(mask: np.ndarray, num_vertices: int, origin_xy=(0.0, 0.0)) -> np.ndarray | None:
+    """The outer outline (longest 0.5 iso-contour) of a mask or soft mask, resampled to (num_vertices, 2) (x, y)
+    points in the pixel-edge frame (pixel (r, c) has its centre at (c + .5, r + .5)), shifted by ``origin_xy``
+    (where the mask's top-left pixel lies); None when nothing reaches 0.5."""
+    from skimage.measure import find_contours
+
+    padded = np.pad(mask, 1)  # one pixel of zeros around it closes every contour
+    contours = find_contours(padded.astype(np.float32), 0.5) if padded.max() >= 0.5 else []
+    if not contours:
+        return None
+    rc = max(contours, key=len)
+    xy = np.stack([rc[:, 1] - 1 + 0.5 + origin_xy[0], rc[:, 0] - 1 + 0.5 + origin_xy[1]], axis=1)
+    return resample_polygon(xy.reshape(-1), num_vertices)
+
+
 def polygon_pixels(polygon_xy: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Row and column indices of the pixels inside a polygon, clipped to ``shape``."""
     return draw_polygon(polygon_xy[:, 1] - 0.5, polygon_xy[:, 0] - 0.5, shape=shape)

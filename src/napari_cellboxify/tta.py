@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from skimage.measure import find_contours
 
-from .geometry import resample_polygon
+from .geometry import mask_outline, resample_polygon
 from .model.paste import fill_windows, window_chunks
 
 # A view is (k, zoom): k's bit 0 flips left-right, bit 1 flips up-down, bit 2 then transposes (8 = the dihedral
@@ -156,16 +155,9 @@ def average_outlines(polygons: list, boxes: np.ndarray, shape: tuple[int, int], 
         mean = fill_windows(stack[:, idx], lo_t[idx], size_t[idx], wb, hb).float().mean(0).cpu().numpy()
         for k, i in enumerate(idx.tolist()):
             cw, ch = size[i]
-            # one pixel of zeros around the window closes every contour
-            crop = np.pad(mean[k, :ch, :cw], 1)
-            contours = find_contours(crop, 0.5) if crop.max() >= 0.5 else []
-            if not contours:
-                out[i] = resample_polygon(stack[0, i].cpu().numpy().reshape(-1), num_vertices)
-                continue
-            rc = max(contours, key=len)
-            # contour (row, col) in the padded window -> (x, y): pixel (r, c) has its centre at (c + .5, r + .5)
-            xy = np.stack([rc[:, 1] - 1 + 0.5 + lo[i, 0], rc[:, 0] - 1 + 0.5 + lo[i, 1]], axis=1)
-            out[i] = resample_polygon(xy.reshape(-1), num_vertices)
+            outline = mask_outline(mean[k, :ch, :cw], num_vertices, origin_xy=lo[i])
+            out[i] = (outline if outline is not None
+                      else resample_polygon(stack[0, i].cpu().numpy().reshape(-1), num_vertices))
     return out
 
 
