@@ -32,6 +32,22 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores ({threads} torch threads){gpu}; torch {torch.__version__}, Python {platform.python_version()}"
 
 
+def provenance() -> str:
+    """When and from which commit a point was measured (points are cached across commits and runs)."""
+    import subprocess
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=REPO, capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit, dirty = "unknown", ""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    cpu = machine().split(";")[0]  # the CPU sets a timed run's reach and a figure's seconds
+    return f"{stamp}, commit {commit}{' + uncommitted src changes' if dirty else ''}, {cpu}"
+
+
 def write_section(name: str, body: str, first: bool = False) -> None:
     """Replace section ``name`` of RESULTS.md (or add it: at the end, or right under the header when ``first``)."""
     text = RESULTS.read_text() if RESULTS.exists() else HEADER

@@ -38,7 +38,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _results import machine, write_section  # noqa: E402
+from _results import provenance, write_section  # noqa: E402
 
 DATA = HERE.parents[1] / "shared" / "data"
 POINTS = HERE / "bench_adapt_points.json"
@@ -119,23 +119,6 @@ def score(weights: Path, coco, device: str) -> dict:
 
     metrics = evaluate(Predictor.from_weights(weights, device), coco)
     return {"segm_AP": metrics["segm"]["AP"], "segm_AP50": metrics["segm"]["AP50"], "bbox_AP": metrics["bbox"]["AP"]}
-
-
-def provenance() -> str:
-    """When and from which commit a point was measured (points are cached across commits and runs)."""
-    import datetime
-    import subprocess
-
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=HERE.parent, capture_output=True,
-                               text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit, dirty = "unknown", ""
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
-    cpu = machine().split(";")[0]  # fine-tunes run against the clock: the machine sets how far they get
-    return f"{stamp}, commit {commit}{' + uncommitted src changes' if dirty else ''}, {cpu}"
 
 
 def measure(domain: str, n: int | str, seed: int, minutes: float, device: str, workdir: Path, coco,

@@ -17,7 +17,6 @@ only what changed.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import sys
 import tempfile
@@ -25,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import machine, write_section  # noqa: E402
+from _results import provenance, write_section  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1] / "shared" / "data"
@@ -85,7 +84,7 @@ def measure(weights: str, domain: str, folder: Path) -> dict | None:
             "oracle_iou": oracle["mean_iou_model"], "ellipse_iou": oracle["mean_iou_ellipse"],
             "images": len(coco.images), "cells": len(coco.data["annotations"]), "seconds": time.time() - t0,
             "zoom": predictor.image_scale,
-            "measured": f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d}, {machine()}"}
+            "measured": provenance()}
 
 
 def main(argv=None) -> int:
