@@ -7,10 +7,12 @@ filled box lowest and the intensity Chan-Vese term was flat.
 Part 2 (``--fit``, minutes): smooth contours (ellipse + 8 Fourier harmonics per box) fitted by Adam to each
 variant's total loss; their mean mask IoU against the GT masks.
 
-    python benchmarks/bench_loss_fit.py [--data livecell|dsb2018] [--images 5] [--cells 60] [--fit --iters 150]
+    python benchmarks/bench_loss_fit.py [--data livecell|dsb2018|sartorius] [--images 5] [--cells 60] [--fit --iters 150]
 
 Runs on training images (tuning data, never val): livecell-mini/train, or with ``--data dsb2018`` the
-fluorescence images of dsb2018/train (whose masks are RLE: the true contour is the mask's outline). Writes a table
+fluorescence images of dsb2018/train (whose masks are RLE: the true contour is the mask's outline), or with
+``--data sartorius`` the overlay-decoded neuronal-culture images of sartorius-2021/reconstructed (what `neurons`
+trains on; its three exact-label images, where Sartorius figures are reported, are left out). Writes a table
 into benchmarks/RESULTS.md, one section per data set.
 """
 
@@ -45,7 +47,10 @@ DATASETS = {
     "livecell": (SHARED / "livecell-mini" / "train", "livecell-mini/train images", "Loss ranking and fit on real cells"),
     "dsb2018": (SHARED / "dsb2018" / "train", "dsb2018/train fluorescence images",
                 "Loss ranking and fit on fluorescence nuclei"),
+    "sartorius": (SHARED / "sartorius-2021" / "reconstructed", "overlay-decoded sartorius-2021/reconstructed images",
+                  "Loss ranking and fit on neuronal cultures"),
 }
+SARTORIUS_EXACT = ("5d066f4c3eef", "642d9cbe7f15", "95ac5f4182fa")  # reported on (sartorius-2021/PROVENANCE.md)
 
 # Each variant changes LossConfig fields.
 VARIANTS: dict[str, dict] = {
@@ -143,9 +148,10 @@ def load_images(data: Path, count: int, max_cells: int):
     index = coco.pycocotools()
     modality = {im["id"]: im.get("modality") for im in coco.data["images"]}
     # Skip the partly annotated MCF7 image: its missing cells are not a property of the losses. DSB2018: its
-    # fluorescence images only.
+    # fluorescence images only. Sartorius: not the exact-label images figures are reported on.
     entries = [im for im in coco.images if "MCF7_Phase_H4_1_03d08h00m_4" not in im.file_name
-               and modality.get(im.id) in (None, "fluorescence_grayscale")]
+               and modality.get(im.id) in (None, "fluorescence_grayscale")
+               and not im.file_name.startswith(SARTORIUS_EXACT)]
     # One image per cell type first, so a small count still covers several looks of phase contrast.
     by_type: dict[str, list] = {}
     for im in entries:
