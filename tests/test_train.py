@@ -79,6 +79,15 @@ def test_training_only_the_polygon_head_leaves_the_detector_as_it_was(tmp_path):
     assert changed and all(k.startswith("roi_heads.polygon_head.") for k in changed)
 
 
+def test_training_only_the_polygon_head_steps_over_a_batch_without_cells(tmp_path):
+    # A crop with no cell gives the mask branch nothing to fit; with the rest of the model frozen its zero loss
+    # must still reach the branch's weights, or the backward pass has nothing to differentiate and stops the run.
+    config = tiny_config(steps=2)
+    config.train.trainable = "polygon_head"
+    result = Trainer(config, SyntheticSource(config, shape=(96, 96), n_cells=0), tmp_path / "run").fit()
+    assert result.steps_done == 2 and not result.cancelled
+
+
 def test_training_the_heads_leaves_the_trunk_and_fpn_as_they_were(tmp_path):
     config = tiny_config(steps=2)
     config.train.trainable = "heads"

@@ -107,7 +107,10 @@ class PolygonRoIHeads(IgnoreAwareRoIHeads):
             gt_boxes.append(targets[i]["boxes"][matched[pos]])
             gt_index.append(matched[pos])
             image_index.append(torch.full_like(pos, i))
-        zero = sum(f.sum() for f in features.values()) * 0.0  # keeps every parameter in the graph (DDP)
+        # Keeps every parameter in the graph (DDP), the branch's own too: with the rest frozen
+        # (train.trainable=polygon_head) the features carry no gradient, and a batch without cells would leave the
+        # loss with nothing to differentiate.
+        zero = (sum(f.sum() for f in features.values()) + sum(p.sum() for p in self.polygon_head.parameters())) * 0.0
         n_pos = sum(len(b) for b in pos_boxes)
         names = ("loss_mask",) if cfg.supervision == "mask" else ("loss_unary", "loss_local", "loss_global")
         if cfg.supervision == "box" and cfg.fill_weight > 0:
