@@ -121,8 +121,8 @@ def main(argv=None) -> int:
     lines = ["segm AP and AP50 at LIVECell's evaluation (IoU 0.50:0.95, 2,000 detections per image); oracle IoU: "
              "mean mask IoU of each cell's outline from its true box, beside the box's inscribed ellipse. "
              "Each file at its own zoom. These are val images: `cells` and `nuclei` were chosen on them; `neurons` was "
-             "chosen on LIVECell val only, so its Sartorius figure is on images it was neither trained nor chosen on "
-             "(weights/README.md).",
+             "chosen on LIVECell val and on 6 overlay-decoded Sartorius images, not on the exact-label ones, so its "
+             "Sartorius figure is on images it was neither trained nor chosen on (weights/README.md).",
              "", "| weights | domain | images / cells | segm AP | AP50 | bbox AP | oracle IoU | ellipse IoU |",
              "|---|---|---|---|---|---|---|---|"]
     for weights, name, domain, p in rows:
