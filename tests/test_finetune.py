@@ -120,24 +120,30 @@ def test_the_written_weights_are_the_blend_or_as_trained_when_only_they_clear_th
         return real(start, tuned, share)
 
     monkeypatch.setattr(finetune, "blend_states", spy)
-    # trained weights 80 on the check boxes, the start 50, and 3 check boxes: a change must score 67.3. The blend
-    # (checked after blend_states ran) scores `blended`: clearing that, the blend is written however far below the
-    # weights as trained it checks; short of it, the weights as trained, which clear it
-    for blended, written_share in ((72.0, finetune.BLEND), (60.0, 1.0)):
+    # trained weights 80 on the check boxes and 3 check boxes: a change must beat the start by 17.3. The blend
+    # (checked after blend_states ran) scores `blended`. Clearing the bar, the blend is written however far below
+    # the weights as trained it checks; short of it, the weights as trained when the start finds nothing there
+    # (5 < 17.3), and the start when it does (50: the weights as trained overfit the trained image then)
+    for start_ap, blended, kept, written_share in ((50.0, 72.0, "fine-tuned", finetune.BLEND),
+                                                   (5.0, 15.0, "fine-tuned", 1.0), (50.0, 60.0, "start", None)):
         seen.clear()
-        monkeypatch.setattr(finetune, "check_ap", lambda model, normalised, splits, zoom, b=blended:
-                            Check([], [], (b if seen else 80.0) if model.training else 50.0))
-        run = tmp_path / f"run{blended:g}"
+        monkeypatch.setattr(finetune, "check_ap", lambda model, normalised, splits, zoom, b=blended, s=start_ap:
+                            Check([], [], (b if seen else 80.0) if model.training else s))
+        run = tmp_path / f"run{start_ap:g}_{blended:g}"
         report = fine_tune(_synthetic_items(), run, weights=weights, minutes=1, device="cpu",
                            recipe=Recipe("wild", "all", 1e-2), max_steps=3)
         (start, tuned, share), = seen
-        assert share == finetune.BLEND and report.blend == written_share and report.kept == "fine-tuned"
-        assert report.after_ap == (blended if written_share < 1 else 80.0) and report.after_ap_unblended == 80.0
-        assert report.after_ap_blended == blended and ("as trained" in report.reason) == (written_share == 1.0)
+        assert share == finetune.BLEND and report.kept == kept, report.reason
+        assert report.after_ap_unblended == 80.0 and report.after_ap_blended == blended
         shipped, written = read_checkpoint(weights)["model"], read_checkpoint(run / "model.pt")["model"]
         floats = [k for k in shipped if shipped[k].is_floating_point()]
         assert all(torch.allclose(start[k], shipped[k].float()) for k in floats)  # the file it began from
         assert not all(torch.equal(start[k], tuned[k]) for k in floats)  # ... and trained weights that moved
+        if kept == "start":
+            assert report.after_ap == blended and all(torch.equal(written[k], shipped[k]) for k in floats)
+            continue
+        assert report.blend == written_share and ("as trained" in report.reason) == (written_share == 1.0)
+        assert report.after_ap == (blended if written_share < 1 else 80.0)
         assert all(torch.allclose(written[k], torch.lerp(start[k], tuned[k], written_share)) for k in floats)
     with pytest.raises(ValueError, match="blend"):
         fine_tune(_synthetic_items(), tmp_path / "bad", weights=weights, minutes=1, device="cpu", blend=1.5)
