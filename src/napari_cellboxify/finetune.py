@@ -350,14 +350,18 @@ def fine_tune(items: list[tuple[str, np.ndarray, np.ndarray]], out_dir: str | Pa
         # A change must beat the start by more than a few boxes' noise (min_gain; the best of several noisy checks
         # is optimistic too) and hold across the check boxes (steady_share), not on one or two of them.
         kept, steadiness, needed = "start", None, min_gain(n_check)
+
+        def gains(check: Check | None, over: Check) -> bool:  # by the margin; steadiness is judged apart
+            return check is not None and check.ap >= over.ap + needed
+
         base = before
         if default_check is not None:  # the chosen file must beat the default here too, else the default is the base
-            steadiness = steady_share(default_check, before) if before.ap >= default_check.ap + needed else 0.0
+            steadiness = steady_share(default_check, before) if gains(before, default_check) else 0.0
             if steadiness < STEADY_SHARE:
                 kept, base = "default", default_check
 
         def clears(check: Check | None) -> bool:
-            return check is not None and check.ap >= base.ap + needed and steady_share(base, check) >= STEADY_SHARE
+            return gains(check, base) and steady_share(base, check) >= STEADY_SHARE
 
         # Early in a fine-tune from weights that find nothing, the blend may not yet clear the bar that the
         # weights as trained clear (1 minute on 30 nuclei from `cells`: 9.8 blended, 25.6 as trained, 0.1 start).
@@ -369,7 +373,7 @@ def fine_tune(items: list[tuple[str, np.ndarray, np.ndarray]], out_dir: str | Pa
                 and clears(unblended)):
             after, tuned_state, blend = unblended, best_state, 1.0
         changes = sorted(((c.ap, k, c) for k, c in (("fine-tuned", after), ("start, fitted zoom", before_fitted))
-                          if c is not None and c is not before and c.ap >= base.ap + needed),
+                          if c is not before and gains(c, base)),
                          key=lambda t: -t[0])
         for _, name, change in changes:
             steadiness = steady_share(base, change)
