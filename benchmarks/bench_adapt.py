@@ -138,6 +138,8 @@ def measure(domain: str, n: int | str, seed: int, minutes: float, device: str, w
             "best_step": report.best_step,
             "check_before": report.before_ap, "check_fitted_zoom": report.before_ap_fitted_zoom,
             "check_after": report.after_ap, "check_boxes": report.check_boxes, "steady_share": report.steady_share,
+            "check_default": report.default_ap, "start_choice": report.start_choice,
+            "start_agreement": report.start_agreement,
             "blend": report.blend, "check_as_trained": report.after_ap_unblended, "measured": provenance()}
 
 

@@ -34,14 +34,67 @@ def test_auto_starts_from_the_shipped_file_that_finds_the_training_boxes_best(tm
         return found
 
     monkeypatch.setattr(zoom_fit, "fit_zoom", fit)
-    # ... but on the kept-aside boxes every model scores the same: the file chosen did not beat the default there,
-    # nor did fine-tuning, so the default is what comes back
+    # ... the default is ruled out by the training boxes, so no agreement is measured; on the kept-aside boxes
+    # every model scores the same, which does not overrule the choice
+    monkeypatch.setattr(finetune, "_agreement", lambda *args: pytest.fail("one file left: nothing to choose"))
     monkeypatch.setattr(finetune, "check_ap", lambda *args: Check([], [], 10.0))
     report = fine_tune(_synthetic_items(), tmp_path / "run", minutes=1, device="cpu", max_steps=2)
     assert report.start_choice == {"cells": 1.0, "nuclei": 90.0} and report.start_name == "nuclei"
+    assert report.start_agreement == {}
     assert report.start_weights == str(files["nuclei"]) and report.default_ap == 10.0
     assert report.summary().startswith("started from nuclei (cells 1, nuclei 90 on your training boxes); on 3 of")
-    assert report.kept == "default" and "kept cells" in report.reason
+    assert report.kept == "start"
+    assert read_checkpoint(tmp_path / "run" / "model.pt")["fine_tuned_from"] == "other.pt"
+
+
+def _two_shipped_files(tmp_path, monkeypatch, fit_aps: dict[str, float]):
+    """Two 'shipped' files (copies of one tiny model) whose zoom search on the training boxes finds ``fit_aps``;
+    returns name -> file and name -> its loaded start model (filled as fine_tune loads them)."""
+    import napari_cellboxify.weights as weights_module
+
+    files = {"cells": _tiny_weights(tmp_path), "nuclei": tmp_path / "other.pt"}
+    files["nuclei"].write_bytes(files["cells"].read_bytes())
+    names = {path: name for name, path in files.items()}
+    monkeypatch.setattr(weights_module, "resolve_weights", lambda name: files[name])
+    monkeypatch.setattr(finetune, "SHIPPED", {name: weights_module.SHIPPED[name] for name in files})
+    models, real = {}, finetune._start_point
+
+    def start_point(path, *args):
+        point = real(path, *args)
+        point.fit.box_ap = {z: fit_aps[names[path]] for z in point.fit.box_ap}
+        models[names[path]] = point.model
+        return point
+
+    monkeypatch.setattr(finetune, "_start_point", start_point)
+    return files, models
+
+
+def test_among_files_the_training_boxes_cannot_tell_apart_the_one_that_agrees_with_itself_starts(tmp_path,
+                                                                                                    monkeypatch):
+    files, _ = _two_shipped_files(tmp_path, monkeypatch, {"cells": 50.0, "nuclei": 45.0})  # within the noise
+    agreement = {files["cells"]: 0.6, files["nuclei"]: 0.9}
+    monkeypatch.setattr(finetune, "_agreement", lambda point, items: agreement[point.path])
+    monkeypatch.setattr(finetune, "check_ap", lambda *args: Check([], [], 10.0))
+    report = fine_tune(_synthetic_items(), tmp_path / "run", minutes=1, device="cpu", max_steps=2)
+    assert report.start_agreement == {"cells": 0.6, "nuclei": 0.9} and report.start_name == "nuclei"
+    assert "it agreed most with itself on your image" in report.summary()
+    # a tie goes to the default
+    agreement[files["nuclei"]] = 0.6
+    report = fine_tune(_synthetic_items(), tmp_path / "tie", minutes=1, device="cpu", max_steps=2)
+    assert report.start_name == "cells" and report.default_ap is None
+
+
+def test_the_kept_aside_boxes_overrule_the_chosen_file_only_when_they_clearly_prefer_the_default(tmp_path,
+                                                                                                monkeypatch):
+    _, models = _two_shipped_files(tmp_path, monkeypatch, {"cells": 1.0, "nuclei": 90.0})
+    items = _synthetic_items()
+    box = items[0][2][:1]
+    found, missed = Check([box], [(box, np.ones(1, np.float32))], 100.0), Check([box], [(box[:0], np.zeros(0))], 0.0)
+    # the default finds the kept-aside box, the chosen file and its fine-tune do not
+    monkeypatch.setattr(finetune, "check_ap", lambda model, *args: found if model is models["cells"] else missed)
+    report = fine_tune(items, tmp_path / "run", minutes=1, device="cpu", max_steps=2)
+    assert report.start_name == "nuclei" and report.kept == "default" and report.default_ap == 100.0
+    assert report.reason.startswith("cells found your kept-aside boxes better than nuclei") and "kept cells" in report.reason
     assert read_checkpoint(tmp_path / "run" / "model.pt")["fine_tuned_from"] == "start.pt"
 
 

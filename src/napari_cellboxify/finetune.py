@@ -8,9 +8,10 @@ One function, ``fine_tune``, serves ``cellboxify fine-tune`` and the panel's *Fi
    choice below.
 2. **Start weights and zoom.** ``zoom_fit.fit_zoom`` on the training boxes picks the zoom at which the start
    weights' boxes match the user's best (cells of another kind have another size in pixels). With
-   ``weights="auto"`` (the default) every shipped file is searched so, and the one that finds the training boxes
-   best starts (nuclei in fluorescence start from ``nuclei``); the default ``cells`` unless another beats it by
-   ``MIN_GAIN``.
+   ``weights="auto"`` (the default) every shipped file is searched so; those that find the training boxes clearly
+   worse than the best (by ``min_gain``) are ruled out (nuclei in fluorescence start from ``nuclei``), and among
+   the rest the one that agrees most with itself on the user's whole image and its mirror image starts
+   (``flip_agreement``: a few dozen boxes in one corner rank close files by chance).
 3. **Training**, inside the time budget: the recipe (which parts train, learning rate; ``Recipe``) comes from
    ``RECIPES`` (measured in benchmarks/bench_adapt.py); crops are a fixed size as the network sees them. The
    check boxes are scored at regular times during training and the best-scoring weights are kept (the number
@@ -136,6 +137,9 @@ class FineTuneReport:
     # weights="auto": each shipped name -> its best bbox AP on the training boxes over the zooms searched, and
     # the name chosen
     start_choice: dict = field(default_factory=dict)
+    # ... and, among the names the training boxes left in (more than one), each one's flip agreement on the boxed
+    # images (flip_agreement), which chose between them
+    start_agreement: dict = field(default_factory=dict)
     start_name: str = ""
     default_ap: float | None = None  # the default file's check AP, when auto started from another file
     zoom: float = 0.0  # the zoom written with model.pt (trained at it, or the start's kept)
@@ -156,7 +160,8 @@ class FineTuneReport:
         started = ""
         if self.start_choice:
             started = (f"started from {self.start_name} (" + ", ".join(f"{n} {ap:.0f}" for n, ap in self.start_choice.items())
-                       + " on your training boxes); ")
+                       + " on your training boxes" + ("; it agreed most with itself on your image"
+                                                          if len(self.start_agreement) > 1 else "") + "); ")
         first = self.before_ap if self.default_ap is None else self.default_ap  # what the user had
         return (f"{started}on {self.check_boxes} of your boxes kept aside, detection AP {first:.0f} -> "
                 f"{now if now is not None else first:.0f} (fine-tuned {after}, {self.steps} steps in "
@@ -260,15 +265,20 @@ def fine_tune(items: list[tuple[str, np.ndarray, np.ndarray]], out_dir: str | Pa
     say(f"{n_boxes} boxes on {len(items)} image(s); {n_check} kept aside to check the result")
     starts = {name: _start_point(path, items, splits, torch_device, None if auto else zoom)
               for name, path in candidates.items()}
-    choice = DEFAULT if auto else ""
+    choice, agreement = (DEFAULT if auto else ""), {}
     if auto:
-        # Another file must beat the default by min_gain on the training boxes (a few boxes rank close files by
-        # chance), and later on the check boxes too: the default is what the user would otherwise get.
-        best = max(starts.items(), key=lambda item: item[1].fit_ap)[0]
-        if starts[best].fit_ap >= starts[DEFAULT].fit_ap + min_gain(n_boxes - n_check):
-            choice = best
+        # The training boxes rule out the files that find them clearly worse than the best (by min_gain); a few
+        # dozen boxes in one corner rank the rest by chance, so among those the file that agrees most with itself
+        # on the whole image and its mirror image starts (flip_agreement; ties go to the default).
+        best_ap = max(p.fit_ap for p in starts.values())
+        plausible = [n for n, p in starts.items() if p.fit_ap >= best_ap - min_gain(n_boxes - n_check)]
+        if len(plausible) > 1:
+            agreement = {n: round(_agreement(starts[n], items), 3) for n in plausible}
+        choice = max(plausible, key=lambda n: (agreement.get(n, 0.0), n == DEFAULT))
         say("start weights: " + ", ".join(f"{n} {p.fit_ap:.1f}" for n, p in starts.items())
-            + f" bbox AP on your training boxes; starting from {choice}")
+            + " bbox AP on your training boxes"
+            + ("; agreement with the mirror image " + ", ".join(f"{n} {a:.2f}" for n, a in agreement.items())
+               if agreement else "") + f"; starting from {choice}")
     point = starts[choice]
     weights, start_config, start_zoom, normalised, fit = point.path, point.config, point.zoom, point.normalised, point.fit
     zoom = round(fit.zoom, 2)  # from here on, the zoom trained and checked at (2 decimals, as the panel shows it)
@@ -355,9 +365,11 @@ def fine_tune(items: list[tuple[str, np.ndarray, np.ndarray]], out_dir: str | Pa
             return check is not None and check.ap >= over.ap + needed
 
         base = before
-        if default_check is not None:  # the chosen file must beat the default here too, else the default is the base
-            steadiness = steady_share(default_check, before) if gains(before, default_check) else 0.0
-            if steadiness < STEADY_SHARE:
+        # The check boxes overrule the choice of another file than the default only when they clearly prefer the
+        # default: the choice was made on more boxes (and the whole image) than the few kept aside.
+        if default_check is not None and gains(default_check, before):
+            steadiness = steady_share(before, default_check)
+            if steadiness >= STEADY_SHARE:
                 kept, base = "default", default_check
 
         def clears(check: Check | None) -> bool:
@@ -384,8 +396,8 @@ def fine_tune(items: list[tuple[str, np.ndarray, np.ndarray]], out_dir: str | Pa
                if changes else f"fine-tuning did not help by {needed:.0f} AP (needed on {n_check} boxes)")
         reason = {"fine-tuned": "kept the new weights" + ("" if blend < 1.0 or blended_state is None else
                                                           " as trained (the blend did not clear the bar)"),
-                  "default": f"{choice} did not find your kept-aside boxes better than {DEFAULT} by {needed:.0f} AP, "
-                             f"nor did fine-tuning: kept {DEFAULT}",
+                  "default": f"{DEFAULT} found your kept-aside boxes better than {choice} by {needed:.0f} AP or "
+                             f"more, and fine-tuning did not beat it: kept {DEFAULT}",
                   "start": f"{why}: kept the weights it started from",
                   "start, fitted zoom": "fine-tuning did not help: kept the start weights at the fitted zoom"}[kept]
 
@@ -411,7 +423,7 @@ def fine_tune(items: list[tuple[str, np.ndarray, np.ndarray]], out_dir: str | Pa
         default_ap=_ap(default_check),
         reason=reason, recipe=asdict(run.recipe), steps=steps, best_step=best_step,
         seconds_per_step=round(seconds_per_step, 3), device=str(torch_device), budget_seconds=budget, checks=checks,
-        race=race, start_choice=start_choice, start_name=choice, zoom=out_config.model.image_scale,
+        race=race, start_choice=start_choice, start_agreement=agreement, start_name=choice, zoom=out_config.model.image_scale,
         steady_share=None if steadiness is None else round(steadiness, 3), cancelled=not out_of_time,
         blend=blend, after_ap_unblended=_ap(unblended), after_ap_blended=_ap(blended),
     )
@@ -429,15 +441,20 @@ def blend_states(start: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor],
 
 @dataclass
 class StartPoint:
-    """One candidate start: its weights file, loaded model and config, the images normalised as its config says,
-    its zoom and the zoom search on the training boxes (``fit_ap``: the best bbox AP found)."""
+    """One candidate start: its weights file, a predictor holding the loaded model at the file's zoom, its config,
+    the images normalised as its config says, its zoom and the zoom search on the training boxes (``fit_ap``: the
+    best bbox AP found)."""
 
     path: Path
-    model: torch.nn.Module
+    predictor: object  # predict.Predictor at ``zoom``
     config: CellBoxifyConfig
     zoom: float
     normalised: list[np.ndarray]
     fit: object
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.predictor.model
 
     @property
     def fit_ap(self) -> float:
@@ -457,7 +474,14 @@ def _start_point(path: Path, items, splits: list[ImageSplit], device, zoom: floa
     normalised = [normalize_image(image, d.clahe, d.clahe_clip_limit) for _, image, _ in items]
     fit = fit_zoom(predictor, [(image, split.train_boxes) for (_, image, _), split in zip(items, splits)
                                if len(split.train_boxes)], factors=ZOOM_FACTORS)
-    return StartPoint(path, model, predictor.config, predictor.image_scale, normalised, fit)
+    return StartPoint(path, predictor, predictor.config, predictor.image_scale, normalised, fit)
+
+
+def _agreement(point: StartPoint, items) -> float:
+    """The start's mean flip agreement over the boxed images, at its own zoom."""
+    from .flip_agreement import flip_agreement
+
+    return float(np.mean([flip_agreement(point.predictor, image, boxes) for _, image, boxes in items]))
 
 
 def _race(runs: list[RecipeRun], deadline: float, measure: Callable[[RecipeRun], None] | None,

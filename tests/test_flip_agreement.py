@@ -1,0 +1,54 @@
+"""flip_agreement: the matching, the region measured, and agreement of weights with themselves under a mirror."""
+
+import numpy as np
+import pytest
+
+from napari_cellboxify.flip_agreement import agreement_window, flip_agreement, matched_f1
+from napari_cellboxify.predict import Prediction
+
+
+def test_matched_f1_counts_one_to_one_matches_at_the_iou():
+    a = np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32)
+    assert matched_f1(a, a) == 1.0
+    assert matched_f1(a, a + 100) == 0.0
+    assert matched_f1(a, a[:1]) == pytest.approx(2 / 3)
+    assert matched_f1(a, np.concatenate([a[:1], a[:1]])) == pytest.approx(0.5)  # one box matches once
+    wider = a + np.array([0, 0, 4, 0], np.float32)  # IoU 100/140 = 0.71
+    assert matched_f1(a, wider) == 1.0 and matched_f1(a, wider, iou=0.75) == 0.0
+    assert matched_f1(a[:0], a[:0]) == 0.0  # nothing found is no evidence of agreement
+
+
+def test_the_region_measured_is_the_whole_image_or_a_square_around_the_boxes():
+    boxes = np.array([[3000, 4000, 3020, 4030]], np.float32)
+    assert agreement_window((500, 700), boxes / 10) == (0, 500, 0, 700)
+    y0, y1, x0, x1 = agreement_window((6000, 5000), boxes, side=1024)
+    assert (y1 - y0, x1 - x0) == (1024, 1024) and y0 <= 4000 < 4030 <= y1 and x0 <= 3000 < 3020 <= x1
+    assert agreement_window((6000, 5000), np.array([[4990, 5990, 5000, 6000]], np.float32), side=1024) == (
+        4976, 6000, 3976, 5000)
+
+
+class _Finder:
+    """Finds the bright squares of an image (a stand-in for weights that know the cells); ``fixed`` adds
+    detections at fixed image positions, whichever way the image is turned (weights finding patterns of their
+    own)."""
+
+    def __init__(self, fixed=()):
+        self.fixed = np.asarray(fixed, np.float32).reshape(-1, 4)
+
+    def segment_image(self, image):
+        from skimage.measure import label, regionprops
+
+        boxes = [[r.bbox[1], r.bbox[0], r.bbox[3], r.bbox[2]] for r in regionprops(label(image > 0.5))]
+        boxes = np.concatenate([np.asarray(boxes, np.float32).reshape(-1, 4), self.fixed])
+        return Prediction(np.zeros((len(boxes), 4, 2), np.float32), boxes, np.ones(len(boxes), np.float32),
+                          image.shape[:2])
+
+
+def test_weights_that_find_the_cells_agree_with_their_mirror_image_more_than_ones_that_find_patterns():
+    image = np.zeros((120, 200), np.float32)
+    for x, y in [(10, 10), (60, 30), (130, 70), (170, 20)]:
+        image[y:y + 15, x:x + 12] = 1.0
+    boxes = np.array([[10, 10, 22, 25]], np.float32)
+    assert flip_agreement(_Finder(), image, boxes) == 1.0
+    patterns = [[0, 90, 20, 110], [40, 90, 60, 110], [100, 95, 115, 110]]  # not where their mirrors are
+    assert flip_agreement(_Finder(patterns), image, boxes) == pytest.approx(2 * 4 / 14)
