@@ -7,7 +7,7 @@ the files within min_gain of the best, and the choice. Run from the repository r
 """
 import sys, time, json
 sys.path.insert(0, "benchmarks")
-import numpy as np, torch
+import torch
 import bench_adapt as B
 from napari_cellboxify import finetune as F
 from napari_cellboxify.check_boxes import split_check_boxes, min_gain
