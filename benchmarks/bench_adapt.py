@@ -165,8 +165,11 @@ def load_points() -> dict:
 
 
 def table(points: dict, minutes: float) -> str:
-    lines = [f"Budget {minutes:g} min per fine-tune (the default), `weights=\"auto\"` (the default: the shipped file "
-             "that finds the training boxes best starts); N = 0 is the default `cells` weights as they are. segm AP "
+    lines = [f"Budget {minutes:g} min per fine-tune (the default), `weights=\"auto\"` (the default: among the "
+             "shipped files that find the training boxes within their noise of the best, the one that agrees most "
+             "with itself on the boxed image and its mirror image starts, from commit 897360e; before it, the "
+             "default `cells` unless another file found the training boxes better by their noise); N = 0 is the "
+             "default `cells` weights as they are. segm AP "
              "(LIVECell's evaluation) on the domain's *other* images, one figure per seed; in brackets the gain over "
              "N = 0; wall time of the fine-tune (start choice, zoom search, checks and training); the start file, "
              "what was kept, the zoom written and the training steps. Rows \"from `name`\" start from that shipped "
@@ -184,9 +187,12 @@ def table(points: dict, minutes: float) -> str:
              "2026-12-07 too (zoom 2.0, its detector trained further on Sartorius boxes: 12.7 → 16.2 on the "
              "Sartorius exact-label images); every SH-SY5Y and cortical point was measured again with the current "
              "one (docs/experiments/2026-12-07-fine-tuning-table-with-the-earlier-neurons-file.md keeps the "
-             "earlier ones). The A172 start choice was checked "
-             "with the current `neurons` (each file's bbox AP on the training boxes, no training): `cells` stays "
-             "the start at 10, 30, 100 and all boxes.", "",
+             "earlier ones). Every SH-SY5Y and cortical point whose start choice the agreement rule changes (SH-SY5Y 10, "
+             "30 and all boxes, cortical 10 and 30) was measured again at 44fe60a (897360e's code), and SH-SY5Y 100, where the "
+             "kept-aside boxes no longer need to prefer the chosen `neurons` over `cells` by their noise; the "
+             "earlier figures are in CHANGELOG.md. The A172 and nuclei start choices were checked with the rule "
+             "(no training; docs/experiments/2026-12-07-label-free-start-choice.md): `cells` and `nuclei` at "
+             "every N, as before, so those fine-tunes run as they did.", "",
              "| domain | N boxes | segm AP per seed | mean (gain) | segm AP50 | fine-tune wall s | start → kept; zoom; steps |",
              "|---|---|---|---|---|---|---|"]
     measured = []

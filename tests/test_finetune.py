@@ -78,9 +78,13 @@ def test_among_files_the_training_boxes_cannot_tell_apart_the_one_that_agrees_wi
     report = fine_tune(_synthetic_items(), tmp_path / "run", minutes=1, device="cpu", max_steps=2)
     assert report.start_agreement == {"cells": 0.6, "nuclei": 0.9} and report.start_name == "nuclei"
     assert "it agreed most with itself on your image" in report.summary()
-    # a tie goes to the default
-    agreement[files["nuclei"]] = 0.6
+    # measured for real: two copies of one model agree with themselves alike, and a tie goes to the default
+    monkeypatch.undo()
+    _two_shipped_files(tmp_path, monkeypatch, {"cells": 50.0, "nuclei": 45.0})
+    monkeypatch.setattr(finetune, "check_ap", lambda *args: Check([], [], 10.0))
     report = fine_tune(_synthetic_items(), tmp_path / "tie", minutes=1, device="cpu", max_steps=2)
+    assert set(report.start_agreement) == {"cells", "nuclei"}
+    assert report.start_agreement["cells"] == report.start_agreement["nuclei"]
     assert report.start_name == "cells" and report.default_ap is None
 
 

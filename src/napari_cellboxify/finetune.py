@@ -216,7 +216,7 @@ def fine_tune(items: list[tuple[str, np.ndarray, np.ndarray]], out_dir: str | Pa
             (N, 4) XYXY in image pixels. Every cell inside the rectangle around an image's boxes should be boxed.
         out_dir: gets ``model.pt`` (the model to use) and ``report.json``; the training run itself in
             ``out_dir/train``.
-        weights: ``"auto"`` or None (the shipped file that finds the training boxes best), a shipped name
+        weights: ``"auto"`` or None (a shipped file chosen by the training boxes and flip agreement), a shipped name
             (``cells``, ``nuclei``) or a file.
         minutes: wall-time budget of the whole call (start choice, zoom search, checks and training).
         zoom: the zoom to start from (the panel's Zoom); default the weights' own. The search goes around it.
@@ -293,7 +293,7 @@ def fine_tune(items: list[tuple[str, np.ndarray, np.ndarray]], out_dir: str | Pa
         train_zoom = start_zoom
         say(f"training at zoom {start_zoom:g}: the kept-aside boxes are found better there")
     start_choice = {n: round(p.fit_ap, 1) for n, p in starts.items()} if auto else {}
-    # auto chose another file than the default: the default's check, which the choice must beat, and what writing
+    # auto chose another file than the default: the default's check, which may overrule the choice, and what writing
     # the default back needs (its file, config and zoom)
     default_check = default_path = default_config = default_zoom = None
     if choice not in ("", DEFAULT):
