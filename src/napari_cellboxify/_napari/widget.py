@@ -422,10 +422,10 @@ class CellBoxifyWidget(QWidget):
             raise RuntimeError("no weights loaded: fine-tuning adapts loaded weights to your cells; load weights first")
         items = [(plane_name(image.name, plane), self.plane_image(image, plane), boxes)
                  for plane, boxes in sorted(converted.boxes.items())]
-        # From the default weights the fine-tune chooses the shipped file that finds the user's boxes best (each at
-        # its own zoom). Another file, chosen by name or an earlier fine-tune, is the user's choice: it starts
-        # there, at the panel's zoom, and "never worse" is measured against it (30 SH-SY5Y boxes rank `cells`
-        # above `neurons`, which does far better on the other images: docs/experiments, neuronal fine-tune).
+        # From the default weights the fine-tune chooses the shipped file to start from (by the user's boxes and
+        # each file's agreement with itself on the image, each at its own zoom). Another file, chosen by name or an
+        # earlier fine-tune, is the user's choice: it starts there, at the panel's zoom, and "never worse" is
+        # measured against it.
         default = self.weights_path.name == SHIPPED[DEFAULT][0]
         settings = dict(weights="auto" if default else self.weights_path, minutes=self.minutes_spin.value,
                         zoom=None if default else self.zoom_spin.value)
