@@ -192,7 +192,8 @@ def table(points: dict, minutes: float) -> str:
              "kept-aside boxes no longer need to prefer the chosen `neurons` over `cells` by their noise; the "
              "earlier figures are in CHANGELOG.md. The A172 and nuclei start choices were checked with the rule "
              "(no training; docs/experiments/2026-12-07-label-free-start-choice.md): `cells` and `nuclei` at "
-             "every N, as before, so those fine-tunes run as they did.", "",
+             "every N, as before, so those fine-tunes run as they did; their points at 10 and 30 boxes were measured "
+             "again at 91c056e (the current start choice); the others are earlier measurements.", "",
              "| domain | N boxes | segm AP per seed | mean (gain) | segm AP50 | fine-tune wall s | start → kept; zoom; steps |",
              "|---|---|---|---|---|---|---|"]
     measured = []
