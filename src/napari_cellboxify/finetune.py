@@ -26,7 +26,8 @@ One function, ``fine_tune``, serves ``cellboxify fine-tune`` and the panel's *Fi
    fine-tuned weights, where a change must beat the start by ``min_gain`` on the check boxes *and* score higher
    on at least ``STEADY_SHARE`` of random halves of them (``steady_share``): a gain carried by one or two boxes
    is noise. When fine-tuning did not, the start weights are written (``force=True`` writes the fine-tuned ones
-   anyway) and the report says so.
+   anyway) and the report says so. When ``"auto"`` started from another file than the default, the default is
+   the one to beat instead if it beats the chosen file there by the same rule.
 
 Writes ``RUN/model.pt`` (weights, config with the zoom) and ``RUN/report.json``; ``FineTuneReport.summary()`` is
 the one-line answer the CLI prints and the panel shows.
