@@ -19,21 +19,7 @@ from conftest import DATA, tiny_config
 
 def test_auto_starts_from_the_shipped_file_that_finds_the_training_boxes_best(tmp_path, monkeypatch):
     # Two "shipped" files, searched in SHIPPED's order: the default finds nothing at any zoom, the other all.
-    import napari_cellboxify.weights as weights_module
-    import napari_cellboxify.zoom_fit as zoom_fit
-
-    files = {"cells": _tiny_weights(tmp_path), "nuclei": tmp_path / "other.pt"}
-    files["nuclei"].write_bytes(files["cells"].read_bytes())
-    monkeypatch.setattr(weights_module, "resolve_weights", lambda name: files[name])
-    monkeypatch.setattr(finetune, "SHIPPED", {name: weights_module.SHIPPED[name] for name in files})
-    real, scores = zoom_fit.fit_zoom, iter([1.0, 90.0])
-
-    def fit(predictor, items, **kwargs):
-        found, score = real(predictor, items, **kwargs), next(scores)
-        found.box_ap = {z: score for z in found.box_ap}
-        return found
-
-    monkeypatch.setattr(zoom_fit, "fit_zoom", fit)
+    files, _ = _two_shipped_files(tmp_path, monkeypatch, {"cells": 1.0, "nuclei": 90.0})
     # ... the default is ruled out by the training boxes, so no agreement is measured; on the kept-aside boxes
     # every model scores the same, which does not overrule the choice
     monkeypatch.setattr(finetune, "_agreement", lambda *args: pytest.fail("one file left: nothing to choose"))

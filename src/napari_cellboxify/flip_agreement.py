@@ -16,6 +16,9 @@ import torch
 from torchvision.ops import box_iou
 
 from .data.annotated_area import annotated_area
+from .tta import boxes_from_view
+
+LEFT_RIGHT = 1  # tta's view that flips left-right
 
 AGREEMENT_WINDOW = 1024  # the image region (px a side, around the boxes) measured: bounds the cost on large images
 MATCH_IOU = 0.5
@@ -56,7 +59,6 @@ def flip_agreement(predictor, image: np.ndarray, boxes: np.ndarray, side: int = 
     y0, y1, x0, x1 = agreement_window(image.shape[:2], boxes, side)
     region = np.ascontiguousarray(image[y0:y1, x0:x1])
     found = predictor.segment_image(region).boxes_xyxy
-    mirrored = predictor.segment_image(np.ascontiguousarray(region[:, ::-1])).boxes_xyxy.copy()
-    width = region.shape[1]
-    mirrored[:, [0, 2]] = width - mirrored[:, [2, 0]]
-    return matched_f1(found, mirrored)
+    mirrored = predictor.segment_image(np.ascontiguousarray(region[:, ::-1])).boxes_xyxy
+    back = boxes_from_view(torch.as_tensor(mirrored), LEFT_RIGHT, region.shape[:2]).numpy()
+    return matched_f1(found, back)
