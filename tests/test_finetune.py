@@ -143,6 +143,22 @@ def test_a_fine_tune_that_does_not_help_keeps_the_start_weights(tmp_path, monkey
     assert not all(torch.equal(start[k], written[k]) for k in start)
 
 
+def test_the_zoom_moves_only_when_the_training_boxes_prefer_it_beyond_their_noise(tmp_path, monkeypatch):
+    from napari_cellboxify import zoom_fit
+
+    items = _synthetic_items()
+    monkeypatch.setattr(finetune, "check_ap", lambda *args: Check([], [], 10.0))
+    for at_twice, moves in ((45.0, False), (70.0, True)):  # 40 at the weights' own zoom; 11 training boxes
+        # finetune.ZOOM_FACTORS 0.5, 2/3, 5/6, 1, 7/6, 4/3, 5/3, 2: the best at twice the weights' zoom
+        aps = iter([10.0, 20.0, 30.0, 40.0, 35.0, 35.0, 35.0, at_twice])
+        monkeypatch.setattr(zoom_fit, "box_ap", lambda truth, found: next(aps))
+        report = fine_tune(items, tmp_path / f"run{at_twice:g}", weights=_tiny_weights(tmp_path), minutes=1,
+                           device="cpu", max_steps=1)
+        n_train = report.boxes - report.check_boxes
+        assert 45.0 - 40.0 < min_gain(n_train) < 70.0 - 40.0
+        assert report.fitted_zoom == pytest.approx(2 * report.start_zoom if moves else report.start_zoom)
+
+
 def test_blend_states_interpolates_weights_and_keeps_the_tuned_counters():
     start = {"w": torch.zeros(2, 2), "b": torch.ones(3), "n": torch.tensor(5)}
     tuned = {"w": torch.full((2, 2), 4.0), "b": torch.full((3,), 3.0), "n": torch.tensor(9)}

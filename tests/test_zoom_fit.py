@@ -43,6 +43,21 @@ def test_fit_zoom_tries_each_zoom_around_the_current_one_and_restores_it():
         fit_zoom(predictor, [(np.stack([syn.image] * 3), syn.boxes_xyxy)])
 
 
+def test_zooms_within_the_tolerance_of_the_best_tie_and_the_nearest_to_the_current_one_wins(monkeypatch):
+    from napari_cellboxify import zoom_fit
+    from napari_cellboxify.data.synthetic import synthetic_cells
+    from napari_cellboxify.model import build_model
+    from napari_cellboxify.predict import Predictor
+
+    predictor = Predictor(build_model(tiny_config()).eval(), "cpu")
+    syn = synthetic_cells((96, 96), 5, seed=1)
+    # ZOOM_FACTORS 0.5, 2/3, 5/6, 1 (the current zoom), 7/6, 4/3: AP 10, 20, 30, 40, 43, 44
+    aps = iter([10.0, 20.0, 30.0, 40.0, 43.0, 44.0] * 3)
+    monkeypatch.setattr(zoom_fit, "box_ap", lambda truth, found: next(aps))
+    zooms = [fit_zoom(predictor, [(syn.image, syn.boxes_xyxy)], tolerance=t).zoom for t in (0.05, 3.0, 5.0)]
+    assert zooms == pytest.approx([4 / 3, 7 / 6, 1.0], abs=1e-3)
+
+
 def _val_image_and_boxes(livecell_dir, prefix, rows: int | None = None):
     """The first val image whose name starts with ``prefix`` and its boxes; with ``rows``, only its top ``rows``
     rows and the boxes wholly inside them."""

@@ -109,7 +109,8 @@ def _detect(model, regions, nms_thresh: float, step: Callable[[], None], scale: 
 
 @torch.no_grad()
 def fit_zoom(predictor, items: list[tuple[np.ndarray, np.ndarray]], factors=ZOOM_FACTORS,
-             progress: Callable[[int, int], None] | None = None, window: int = LARGE_SIDE) -> ZoomFit:
+             progress: Callable[[int, int], None] | None = None, window: int = LARGE_SIDE,
+             tolerance: float = 0.05) -> ZoomFit:
     """The zoom, among ``factors`` x the predictor's current one, whose detections best match the boxes.
 
     Args:
@@ -119,8 +120,10 @@ def fit_zoom(predictor, items: list[tuple[np.ndarray, np.ndarray]], factors=ZOOM
             without boxes are skipped.
         progress: called with (done, total) after each image (or tile of a large one) at each zoom.
         window: boxed rectangles larger than this (px) are searched in tiles of half of it.
+        tolerance: zooms within this many AP of the best tie.
 
-    Ties (within 0.05 AP) go to the zoom nearest the current one: without evidence, keep what the weights know.
+    Ties go to the zoom nearest the current one: without evidence, keep what the weights know. Fine-tuning passes
+    its noise margin on the training boxes (``check_boxes.min_gain``): a few dozen boxes rank zooms by chance.
     """
     inputs, truth = [], []
     for image, boxes in items:
@@ -152,5 +155,5 @@ def fit_zoom(predictor, items: list[tuple[np.ndarray, np.ndarray]], factors=ZOOM
                  for regions in inputs]
         fit.box_ap[round(base * factor, 4)] = box_ap(truth, found)
     best = max(fit.box_ap.values())
-    fit.zoom = min((z for z, ap in fit.box_ap.items() if ap >= best - 0.05), key=lambda z: abs(np.log(z / base)))
+    fit.zoom = min((z for z, ap in fit.box_ap.items() if ap >= best - tolerance), key=lambda z: abs(np.log(z / base)))
     return fit
