@@ -193,7 +193,14 @@ def table(points: dict, minutes: float) -> str:
              "earlier figures are in CHANGELOG.md. The A172 and nuclei start choices were checked with the rule "
              "(no training; docs/experiments/2026-12-07-label-free-start-choice.md): `cells` and `nuclei` at "
              "every N, as before, so those fine-tunes run as they did; their points at 10 and 30 boxes were measured "
-             "again at 91c056e (the current start choice); the others are earlier measurements.", "",
+             "again at 91c056e (the current start choice); the others are earlier measurements. From commit "
+             "d7a725c a fine-tune moves off its start file's zoom only when the training boxes prefer another by "
+             "more than their noise (docs/experiments/2026-12-07-zoom-change-margin.md); every point whose "
+             "fine-tune had trained at another zoom than the start's (A172 30, 100 and all, cortical and SH-SY5Y 30 "
+             "in both series, SH-SY5Y all) was measured again with d7a725c's code. At the other points the zoom "
+             "search had moved but the kept-aside boxes had already sent training back to the start's zoom (A172 "
+             "10, nuclei 10 and 30, SH-SY5Y 10 in both series), or it had not moved: those fine-tunes run as they "
+             "did.", "",
              "| domain | N boxes | segm AP per seed | mean (gain) | segm AP50 | fine-tune wall s | start → kept; zoom; steps |",
              "|---|---|---|---|---|---|---|"]
     measured = []
