@@ -32,7 +32,7 @@ from napari_cellboxify.data.coco import coco_index  # noqa: E402
 from napari_cellboxify.evaluate import coco_eval, prediction_to_coco  # noqa: E402
 from napari_cellboxify.finetune import ZOOM_FACTORS  # noqa: E402
 from napari_cellboxify.predict import Predictor  # noqa: E402
-from napari_cellboxify.zoom_fit import fit_zoom  # noqa: E402
+from napari_cellboxify.zoom_fit import fit_zoom, nearest_tied_zoom  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 SART_SPARSE_VAL = ("0ba181d412da", "232c47d31333", "624d50b5bfd1", "8f276651b26c", "e33da393df22")
@@ -47,7 +47,7 @@ def load(folder, keep):
             boxes = np.array([a["bbox"] for a in anns], np.float32).reshape(-1, 4)
             boxes[:, 2:] += boxes[:, :2]
             image = np.asarray(Image.open(DATA / folder / "images" / im["file_name"]))
-            out.append({"name": im["file_name"], "image": image, "boxes": boxes, "anns": anns, "im": im})
+            out.append({"name": im["file_name"], "image": image, "boxes": boxes, "anns": anns})
     return out
 
 
@@ -112,11 +112,8 @@ def main() -> None:
                 fit = fit_zoom(predictor, [(boxed["image"], split.train_boxes)], factors=ZOOM_FACTORS)
                 predictor.image_scale = start
                 n_train = len(split.train_boxes)
-                # fine_tune's rule (fit_zoom's tolerance): the zoom nearest the start's among those within
-                # min_gain of the best
-                best = max(fit.box_ap.values())
-                zoom_margin = min((z for z, a in fit.box_ap.items() if a >= best - min_gain(n_train)),
-                                  key=lambda z: abs(np.log(z / start)))
+                # fine_tune's rule (fit_zoom's tolerance), on the same search
+                zoom_margin = nearest_tied_zoom(fit.box_ap, start, min_gain(n_train))
                 row = {"set": which, "boxed": boxed["name"][:24], "n": n, "n_train": n_train,
                        "fit": {f"{z:g}": round(a, 1) for z, a in sorted(fit.box_ap.items())},
                        "fitted": round(fit.zoom, 2), "needed": round(min_gain(n_train), 1),

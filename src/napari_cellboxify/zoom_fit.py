@@ -154,6 +154,11 @@ def fit_zoom(predictor, items: list[tuple[np.ndarray, np.ndarray]], factors=ZOOM
         found = [_detect(model, regions, predictor.config.model.box_nms_thresh, step, base * factor)
                  for regions in inputs]
         fit.box_ap[round(base * factor, 4)] = box_ap(truth, found)
-    best = max(fit.box_ap.values())
-    fit.zoom = min((z for z, ap in fit.box_ap.items() if ap >= best - tolerance), key=lambda z: abs(np.log(z / base)))
+    fit.zoom = nearest_tied_zoom(fit.box_ap, base, tolerance)
     return fit
+
+
+def nearest_tied_zoom(box_ap: dict[float, float], base: float, tolerance: float) -> float:
+    """Among the zooms of ``box_ap`` (zoom -> AP) within ``tolerance`` AP of the best, the one nearest ``base``."""
+    best = max(box_ap.values())
+    return min((z for z, ap in box_ap.items() if ap >= best - tolerance), key=lambda z: abs(np.log(z / base)))
