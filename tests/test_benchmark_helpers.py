@@ -131,3 +131,23 @@ def test_adapt_table_keeps_a_named_start_as_its_own_series_with_gains_over_the_d
     rows = [line for line in table(points, 5.0).splitlines() if line.startswith("| cortical")]
     assert rows[2].startswith("| cortical neurons (Sartorius), from `neurons` | 0 | 9.4 | 9.4 (+4.7) |")
     assert "| 11.4 / 11.0 | 11.2 (+6.5) |" in rows[3]  # the gain is over the default weights' N = 0
+
+
+def test_no_benchmark_scores_an_image_whose_labels_are_off_its_cells(tmp_path):
+    import pytest
+    from conftest import DATA
+    from _label_defects import registered
+
+    if not (DATA / "sartorius-2021" / "original" / "annotations.json").exists():
+        pytest.skip(f"sartorius-2021 not found in {DATA} (see ../shared/data/README.md)")
+    import json
+
+    import bench_adapt
+    import bench_domains
+
+    assert not registered("afbcea22fc2a.png") and registered("f17f964687b3.png")
+    cortical = bench_adapt.score_set("cort", tmp_path / "adapt")
+    assert [entry.file_name for entry in cortical.images] == ["0_f17f964687b3.png"]
+    path, _ = bench_domains.domain_coco("sartorius", tmp_path)
+    names = [im["file_name"] for im in json.loads(path.read_text())["images"]]
+    assert len(names) == 5 and not any("afbcea22fc2a" in name for name in names)
