@@ -124,16 +124,24 @@ def main(argv=None) -> int:
              "mean mask IoU of each cell's outline from its true box, beside the box's inscribed ellipse. "
              "Each file at its own zoom. These are val images: `cells` and `nuclei` were chosen on them; `neurons` was "
              "chosen on LIVECell val and on 6 overlay-decoded Sartorius images, not on the exact-label ones, so its "
-             "Sartorius figure is on images it was neither trained nor chosen on (weights/README.md).",
+             "Sartorius figure is on images it was neither trained nor chosen on (weights/README.md). The Sartorius "
+             "exact-label images are those of sartorius-2021 whose labels sit on their cells: original/afbcea22fc2a's "
+             "are 5 px off (docs/experiments/2026-12-07-misregistered-cortical-labels.md).",
              "", "| weights | domain | images / cells | segm AP | AP50 | bbox AP | oracle IoU | ellipse IoU |",
              "|---|---|---|---|---|---|---|---|"]
     for weights, name, domain, p in rows:
         lines.append(f"| `{weights}` ({name}, zoom {p['zoom']:g}) | {DOMAINS[domain]} | {p['images']} / {p['cells']} | "
                      f"**{p['segm_AP']:.1f}** | {p['segm_AP50']:.1f} | {p['bbox_AP']:.1f} | {p['oracle_iou']:.3f} | "
                      f"{p['ellipse_iou']:.3f} |")
-    # Points are kept by the file's sha256, so a rerun measures only new files: say when each file's rows were.
-    measured = {f"`{w}`": p.get("measured", "before 2026-12-07 (not recorded)") for w, _, _, p in rows}
-    lines += ["", "Measured: " + "; ".join(f"{w} {when}" for w, when in measured.items()) + "."]
+    # Points are kept by the file's sha256 and domain, so a rerun measures only what changed: say when each row was.
+    measured: dict[str, dict[str, list[str]]] = {}
+    for w, _, domain, p in rows:
+        when = p.get("measured", "before 2026-12-07 (not recorded)")
+        measured.setdefault(f"`{w}`", {}).setdefault(when, []).append(DOMAINS[domain].split(" (")[0])
+    lines += ["", "Measured: " + "; ".join(
+        f"{w} " + ", ".join(f"{when} ({' and '.join(domains)})" if len(by_when) > 1 else when
+                            for when, domains in by_when.items())
+        for w, by_when in measured.items()) + "."]
     write_section("Shipped weights by domain", "\n".join(lines), first=True)
     return 0
 
