@@ -122,6 +122,10 @@ def test_overrides_set_one_value_each_and_name_bad_ones():
     got = apply_overrides(base, ["loss.unary_weight=2", "data.crop_size=null", "model.backbone=resnet18"])
     assert (got.loss.unary_weight, got.data.crop_size, got.model.backbone) == (2.0, None, "resnet18")
     assert base.loss.unary_weight == CellBoxifyConfig().loss.unary_weight  # the input is left as it was
+    # YAML 1.1 reads "off" as false; a text setting takes the word as written
+    assert apply_overrides(apply_overrides(base, ["model.tta=flips"]), ["model.tta=off"]).model.tta == "off"
+    with pytest.raises(ConfigError, match="model.tta"):
+        apply_overrides(base, ["model.tta=yes"])
     for bad, words in (("loss.unary_weight", "section.key=value"), ("nosuch.x=1", "unknown section"),
                        ("loss.nosuch=1", "nosuch"), ("loss.unary_weight=abc", "number")):
         with pytest.raises(ConfigError, match=words):

@@ -352,5 +352,7 @@ def parse_override(item: str) -> tuple[str, str, Any]:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         raise ConfigError(f"override {item!r}: cannot parse the value") from None
+    if isinstance(getattr(_SECTIONS[section](), name, None), str) and isinstance(value, bool):
+        value = text.strip()  # YAML 1.1 reads off/on/yes/no as booleans: model.tta=off means the string
     _section_from_dict(section, _SECTIONS[section], {name: value})
     return section, name, value
