@@ -2,8 +2,8 @@
 
 ``sartorius-2021/original`` afbcea22fc2a (cortical neurons, 30 cells; its pixels are a third-party sample image
 that was matched to its labels by texture, sartorius-2021/PROVENANCE.md): the outlines of both shipped phase-contrast
-files, trained apart, sit 5.2-5.5 px right of its labels, against 0.3-0.9 px on each of the five other exact-label
-Sartorius images, and a model-free fit (the shift that puts the labels on the most image texture) moves them 4 px
+files, trained apart, sit 4.6-4.9 px right of its labels, against at most 0.5 px on each of the five other
+exact-label Sartorius images, and a model-free fit (the shift that puts the labels on the most image texture) moves them 4 px
 right (docs/experiments/2026-12-07-misregistered-cortical-labels.md). On cells of 13-21 px a 5 px offset keeps any
 outline below IoU 0.5 with its label: `neurons` scored segm AP 0.6 there against 37.6 on the other cortical image.
 """

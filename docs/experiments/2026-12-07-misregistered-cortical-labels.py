@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 from scipy import ndimage as ndi
-from skimage.draw import polygon as draw_polygon
 
 from napari_cellboxify.data.images import read_image
+from napari_cellboxify.geometry import polygon_to_mask
 from napari_cellboxify.predict import Predictor
 
 ROOT = Path(__file__).resolve().parents[3] / "shared" / "data" / "sartorius-2021"
@@ -42,10 +42,7 @@ def model_offset(predictor, image, lab):
     prediction = predictor.segment_image(image)
     for poly, score in zip(prediction.polygons_xy, prediction.scores):
         if score >= 0.3:
-            rr, cc = draw_polygon(poly[:, 1], poly[:, 0], lab.shape)
-            m = np.zeros(lab.shape, bool)
-            m[rr, cc] = True
-            outlines.append(m)
+            outlines.append(polygon_to_mask(poly, lab.shape))
     offsets = []
     for k in range(1, lab.max() + 1):
         cell = lab == k
