@@ -9,8 +9,8 @@ figures; the images kept outside ../shared/data check them independently):
   (``_label_defects.py``);
 - DSB2018 val fluorescence: dsb2018/val, its 25 fluorescence images.
 The oracle-box IoU gives each cell its true box and scores the outline against its mask, beside the inscribed
-ellipse of the same box. Points are kept in bench_domains_points.json by weights sha256, so a rerun measures
-only what changed.
+ellipse of the same box. Points are kept in bench_domains_points.json by weights sha256 and the images scored,
+so a rerun measures only what changed.
 
     python benchmarks/bench_domains.py [--weights cells nuclei] [--domains livecell sartorius dsb_fluo]
 """
@@ -18,6 +18,7 @@ only what changed.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import tempfile
@@ -69,14 +70,19 @@ def domain_coco(domain: str, folder: Path) -> tuple[Path, Path] | None:
     return path, root
 
 
-def measure(weights: str, domain: str, folder: Path) -> dict | None:
+def point_key(weights: str, digest: str, domain: str, annotations: Path) -> str:
+    """The cache key of a point: the file (name, sha256 prefix), the domain and the images scored (a digest of
+    their names), so that a change to a domain's image set is measured again."""
+    names = sorted(im["file_name"] for im in json.loads(Path(annotations).read_text())["images"])
+    images = hashlib.sha256("\n".join(names).encode()).hexdigest()[:8]
+    return f"{weights}:{digest}:{domain}:{images}"
+
+
+def measure(weights: str, found: tuple[Path, Path]) -> dict:
     from napari_cellboxify.data.coco import load_coco
     from napari_cellboxify.evaluate import evaluate, oracle_box_iou
     from napari_cellboxify.predict import Predictor
 
-    found = domain_coco(domain, folder)
-    if found is None:
-        return None
     coco = load_coco(*found)
     predictor = Predictor.from_weights(weights, device="cpu")
     t0 = time.time()
@@ -108,13 +114,13 @@ def main(argv=None) -> int:
                 continue
             digest = sha256_of(path)[:12]
             for domain in args.domains:
-                key = f"{weights}:{digest}:{domain}"
+                found = domain_coco(domain, Path(tmp))
+                if found is None:
+                    print(f"skipped {domain}: its data is not in {DATA}")
+                    continue
+                key = point_key(weights, digest, domain, found[0])
                 if key not in points:
-                    point = measure(weights, domain, Path(tmp))
-                    if point is None:
-                        print(f"skipped {domain}: its data is not in {DATA}")
-                        continue
-                    points[key] = point
+                    points[key] = measure(weights, found)
                     POINTS.write_text(json.dumps(points, indent=1, sort_keys=True))
                 print(key, points[key], flush=True)
                 rows.append((weights, path.name, domain, points[key]))
@@ -133,7 +139,7 @@ def main(argv=None) -> int:
         lines.append(f"| `{weights}` ({name}, zoom {p['zoom']:g}) | {DOMAINS[domain]} | {p['images']} / {p['cells']} | "
                      f"**{p['segm_AP']:.1f}** | {p['segm_AP50']:.1f} | {p['bbox_AP']:.1f} | {p['oracle_iou']:.3f} | "
                      f"{p['ellipse_iou']:.3f} |")
-    # Points are kept by the file's sha256 and domain, so a rerun measures only what changed: say when each row was.
+    # Points are cached by file and images scored, so a rerun measures only what changed: say when each row was.
     measured: dict[str, dict[str, list[str]]] = {}
     for w, _, domain, p in rows:
         when = p.get("measured", "before 2026-12-07 (not recorded)")

@@ -151,3 +151,18 @@ def test_no_benchmark_scores_an_image_whose_labels_are_off_its_cells(tmp_path):
     path, _ = bench_domains.domain_coco("sartorius", tmp_path)
     names = [im["file_name"] for im in json.loads(path.read_text())["images"]]
     assert len(names) == 5 and not any("afbcea22fc2a" in name for name in names)
+
+
+def test_a_domain_point_is_measured_again_when_its_images_change(tmp_path):
+    import json
+
+    from bench_domains import point_key
+
+    def key(names):
+        path = tmp_path / "a.json"
+        path.write_text(json.dumps({"images": [{"file_name": n} for n in names]}))
+        return point_key("neurons", "1d45d5c28167", "sartorius", path)
+
+    assert key(["a.png", "b.png"]) == key(["b.png", "a.png"])  # the order of the file does not matter
+    assert key(["a.png", "b.png"]) != key(["a.png"])
+    assert key(["a.png"]).startswith("neurons:1d45d5c28167:sartorius:")
