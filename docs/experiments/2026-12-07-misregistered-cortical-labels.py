@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pycocotools import mask as mask_utils
 from scipy import ndimage as ndi
 
+from napari_cellboxify.data.coco import coco_index
 from napari_cellboxify.data.images import read_image
 from napari_cellboxify.geometry import polygon_to_mask
 from napari_cellboxify.predict import Predictor
@@ -27,13 +27,10 @@ EXACT = ("5d066f4c3eef", "642d9cbe7f15", "95ac5f4182fa")
 torch.set_num_threads(2)
 
 
-def labels(data, im):
+def labels(index, im):
     lab = np.zeros((im["height"], im["width"]), int)
-    for k, ann in enumerate((a for a in data["annotations"] if a["image_id"] == im["id"]), start=1):
-        seg = ann["segmentation"]
-        rle = (dict(seg, counts=seg["counts"].encode()) if isinstance(seg["counts"], str)
-               else mask_utils.frPyObjects(seg, im["height"], im["width"]))
-        lab[mask_utils.decode(rle) > 0] = k
+    for k, ann in enumerate(index.loadAnns(index.getAnnIds(imgIds=[im["id"]])), start=1):
+        lab[index.annToMask(ann) > 0] = k
     return lab
 
 
@@ -72,11 +69,12 @@ print("| image | cell type | labelled cells | outlines matched: cells / neurons 
 print("|---|---|---|---|---|---|---|")
 for sub, keep in (("original", lambda im: True), ("reconstructed", lambda im: im["file_name"].startswith(EXACT))):
     data = json.loads((ROOT / sub / "annotations.json").read_text())
+    index = coco_index(data)
     for im in data["images"]:
         if not keep(im):
             continue
         image = read_image(ROOT / sub / "images" / im["file_name"])
-        lab = labels(data, im)
+        lab = labels(index, im)
         found = {name: model_offset(p, image, lab) for name, p in predictors.items()}
         tx = texture_shift(image, lab)
         print(f"| {sub}/{im['file_name']} | {im.get('cell_type')} | {lab.max()} | "
