@@ -39,7 +39,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _label_defects import registered  # noqa: E402
+from _scored_sets import merged_coco  # noqa: E402
 from _results import provenance, write_section  # noqa: E402
 
 DATA = HERE.parents[1] / "shared" / "data"
@@ -94,22 +94,15 @@ def score_set(domain: str, workdir: Path):
 
     images_dir = workdir / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
-    merged = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "cell"}]}
-    for k, (folder, keep) in enumerate(DOMAINS[domain][2]):
-        ann_path, folder_images = _folder_files(folder)
-        data = json.loads(ann_path.read_text())
-        ids = {}
-        for im in data["images"]:
-            if keep(im) and registered(im["file_name"]):
-                ids[im["id"]] = len(merged["images"]) + 1
-                name = f"{k}_{im['file_name']}"
-                if not (images_dir / name).exists():  # a copy: the reader refuses links that lead outside
-                    shutil.copyfile(folder_images / im["file_name"], images_dir / name)
-                merged["images"].append(dict(im, id=ids[im["id"]], file_name=name))
-        for ann in data["annotations"]:
-            if ann["image_id"] in ids:
-                merged["annotations"].append(dict(ann, id=len(merged["annotations"]) + 1,
-                                                  image_id=ids[ann["image_id"]], category_id=1))
+    folders = [_folder_files(folder) for folder, _ in DOMAINS[domain][2]]
+
+    def copied(k: int, name: str) -> str:
+        target = images_dir / f"{k}_{name}"
+        if not target.exists():  # a copy: the reader refuses links that lead outside
+            shutil.copyfile(folders[k][1] / name, target)
+        return target.name
+
+    merged = merged_coco([(ann, keep) for (ann, _), (_, keep) in zip(folders, DOMAINS[domain][2])], copied)
     path = workdir / "scored.json"
     path.write_text(json.dumps(merged))
     return load_coco(path, images_dir)

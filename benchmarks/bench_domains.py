@@ -6,7 +6,7 @@ figures; the images kept outside ../shared/data check them independently):
 - LIVECell val: livecell-mini/val (5 images, 5 cell types);
 - Sartorius exact-label: sartorius-2021/original (3) and the 3 reconstructed images with exact labels
   (SH-SY5Y, cortical neurons), phase contrast, less original/afbcea22fc2a, whose labels sit 5 px off its cells
-  (``_label_defects.py``);
+  (``_label_defects.py``, applied in ``_scored_sets.py``);
 - DSB2018 val fluorescence: dsb2018/val, its 25 fluorescence images.
 The oracle-box IoU gives each cell its true box and scores the outline against its mask, beside the inscribed
 ellipse of the same box. Points are kept in bench_domains_points.json by weights sha256 and the images scored,
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _label_defects import registered  # noqa: E402
+from _scored_sets import merged_coco  # noqa: E402
 from _results import provenance, write_section  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -52,19 +52,10 @@ def domain_coco(domain: str, folder: Path) -> tuple[Path, Path] | None:
     else:
         root = DATA / "dsb2018"
         parts = [("val", lambda entry: entry.get("modality") == "fluorescence_grayscale")]
-    merged = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "cell"}]}
-    for sub, keep in parts:
-        if not (root / sub / "annotations.json").exists():
-            return None
-        data = json.loads((root / sub / "annotations.json").read_text())
-        ids = {}
-        for entry in data["images"]:
-            if keep(entry) and registered(entry["file_name"]):
-                ids[entry["id"]] = len(merged["images"]) + 1
-                merged["images"].append(dict(entry, id=ids[entry["id"]], file_name=f"{sub}/images/{entry['file_name']}"))
-        for ann in data["annotations"]:
-            if ann["image_id"] in ids:
-                merged["annotations"].append(dict(ann, id=len(merged["annotations"]) + 1, image_id=ids[ann["image_id"]]))
+    if not all((root / sub / "annotations.json").exists() for sub, _ in parts):
+        return None
+    merged = merged_coco([(root / sub / "annotations.json", keep) for sub, keep in parts],
+                         lambda k, name: f"{parts[k][0]}/images/{name}")
     path = folder / f"{domain}.json"
     path.write_text(json.dumps(merged))
     return path, root

@@ -153,6 +153,27 @@ def test_no_benchmark_scores_an_image_whose_labels_are_off_its_cells(tmp_path):
     assert len(names) == 5 and not any("afbcea22fc2a" in name for name in names)
 
 
+def test_scored_sets_merge_folders_renumbered_and_without_misregistered_images(tmp_path):
+    import json
+
+    from _scored_sets import merged_coco
+
+    def folder(name, images):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({
+            "images": [{"id": 7 + i, "file_name": f, "kind": k} for i, (f, k) in enumerate(images)],
+            "annotations": [{"id": 3 + i, "image_id": 7 + i, "category_id": 2, "bbox": [0, 0, 1, 1]}
+                            for i in range(len(images))]}))
+        return path
+
+    a = folder("a", [("x.png", "keep"), ("y.png", "drop")])
+    b = folder("b", [("afbcea22fc2a.png", "keep"), ("z.png", "keep")])
+    merged = merged_coco([(a, lambda e: e["kind"] == "keep"), (b, lambda e: True)], lambda k, n: f"{k}/{n}")
+    assert [im["file_name"] for im in merged["images"]] == ["0/x.png", "1/z.png"]
+    assert [im["id"] for im in merged["images"]] == [1, 2]
+    assert [(ann["id"], ann["image_id"], ann["category_id"]) for ann in merged["annotations"]] == [(1, 1, 1), (2, 2, 1)]
+
+
 def test_a_domain_point_is_measured_again_when_its_images_change(tmp_path):
     import json
 
