@@ -196,3 +196,20 @@ def test_zoom_and_mask_pasting_are_per_call_and_leave_the_model_as_it_was():
     assert len(per_call["boxes"]) and torch.equal(per_call["boxes"], built["boxes"]) and "masks" not in per_call
     assert "masks" in default and not torch.equal(default["boxes"], per_call["boxes"])
     assert model.transform.image_scale == 1.0 and model.transform.paste_masks
+
+
+def test_snake_convolutions_are_circular_along_the_contour():
+    # The stages pad by hand (one cat) what Conv1d's padding_mode="circular" pads with many copies: same numbers,
+    # so files trained either way load and run alike.
+    from torch import nn
+
+    from napari_cellboxify.model.polygon_head import circular_pad
+
+    torch.manual_seed(0)
+    circular = nn.Conv1d(8, 8, 9, padding=4, padding_mode="circular")
+    plain = nn.Conv1d(8, 8, 9)
+    plain.load_state_dict(circular.state_dict())
+    x = torch.randn(3, 8, 64)
+    assert torch.allclose(plain(circular_pad(x, 4)), circular(x), atol=1e-6)
+    assert circular_pad(torch.arange(5.0)[None, None], 2).flatten().tolist() == [3, 4, 0, 1, 2, 3, 4, 0, 1]
+    assert torch.equal(circular_pad(x, 0), x)

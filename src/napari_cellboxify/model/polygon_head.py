@@ -48,15 +48,21 @@ def box_to_image(vertices_norm: Tensor, boxes_xyxy: Tensor) -> Tensor:
     return origin + vertices_norm * size
 
 
+def circular_pad(x: Tensor, pad: int) -> Tensor:
+    """(N, C, V) -> (N, C, V + 2 pad), the contour's last ``pad`` vertices before its first and its first after."""
+    return torch.cat([x[..., x.shape[-1] - pad :], x, x[..., :pad]], dim=-1)
+
+
 class SnakeStage(nn.Module):
     """One refinement step: features sampled at the vertices -> circular convs -> per-vertex offset."""
 
     def __init__(self, feature_channels: int, hidden: int = 128, kernel: int = 9, layers: int = 3):
         super().__init__()
         self.inp = nn.Conv1d(feature_channels + 2, hidden, 1)
-        self.convs = nn.ModuleList(
-            nn.Conv1d(hidden, hidden, kernel, padding=kernel // 2, padding_mode="circular") for _ in range(layers)
-        )
+        # Circular convolutions, padded by hand in forward: Conv1d's padding_mode="circular" dispatches about a
+        # dozen copies per call (each a kernel launch on a GPU), one cat does the same. The weights are the same.
+        self.pad = kernel // 2
+        self.convs = nn.ModuleList(nn.Conv1d(hidden, hidden, kernel) for _ in range(layers))
         self.out = nn.Conv1d(hidden, 2, 1)
         # Zero offsets at start: an untrained head returns the initial contour, a sane prior for cells.
         nn.init.zeros_(self.out.weight)
@@ -69,7 +75,7 @@ class SnakeStage(nn.Module):
         centred = (vertices - vertices.mean(dim=1, keepdim=True)).transpose(1, 2)  # shape, not position
         x = F.relu(self.inp(torch.cat([sampled, centred], dim=1)))
         for conv in self.convs:
-            x = F.relu(x + conv(x))
+            x = F.relu(x + conv(circular_pad(x, self.pad)))
         return vertices + 0.1 * self.out(x).transpose(1, 2)
 
 

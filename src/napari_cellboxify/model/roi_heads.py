@@ -107,16 +107,17 @@ class PolygonRoIHeads(IgnoreAwareRoIHeads):
             gt_boxes.append(targets[i]["boxes"][matched[pos]])
             gt_index.append(matched[pos])
             image_index.append(torch.full_like(pos, i))
-        # Keeps every parameter in the graph (DDP), the branch's own too: with the rest frozen
-        # (train.trainable=polygon_head) the features carry no gradient, and a batch without cells would leave the
-        # loss with nothing to differentiate.
-        zero = (sum(f.sum() for f in features.values()) + sum(p.sum() for p in self.polygon_head.parameters())) * 0.0
         n_pos = sum(len(b) for b in pos_boxes)
         names = ("loss_mask",) if cfg.supervision == "mask" else ("loss_unary", "loss_local", "loss_global")
         if cfg.supervision == "box" and cfg.fill_weight > 0:
             names += ("loss_fill",)
         if n_pos == 0:
-            return {name: zero for name in names}
+            # Keeps every parameter in the graph (DDP), the branch's own too: with the rest frozen
+            # (train.trainable=polygon_head) the features carry no gradient, and a batch without cells would leave
+            # the loss with nothing to differentiate. With cells the losses reach every parameter of the branch
+            # (every stage is supervised): this term, one sum per tensor, would only add operations to each step.
+            zero = (sum(f.sum() for f in features.values()) + sum(p.sum() for p in self.polygon_head.parameters()))
+            return {name: zero * 0.0 for name in names}
 
         roi_features = self.polygon_roi_pool(features, pos_boxes, image_shapes)
         stages = self.polygon_head(roi_features)
@@ -136,7 +137,7 @@ class PolygonRoIHeads(IgnoreAwareRoIHeads):
         if cfg.supervision == "mask":
             crop_boxes = torch.cat([img_idx[:, None].to(gts.dtype), pad_boxes(gts, pad)], dim=1)
             masks = self._gt_mask_crops(targets, torch.cat(gt_index), img_idx, crop_boxes)
-            return {"loss_mask": mask_loss(logits, masks.repeat(repeat, 1, 1)) + zero}
+            return {"loss_mask": mask_loss(logits, masks.repeat(repeat, 1, 1))}
 
         gray = images[:, :1] * self.image_std[:, :1] + self.image_mean[:, :1]  # undo normalisation -> [0, 1]
         crops, inside = gt_box_crops(gray, img_idx, gts, cfg)
@@ -156,7 +157,7 @@ class PolygonRoIHeads(IgnoreAwareRoIHeads):
         }
         if "loss_fill" in names:
             losses["loss_fill"] = fill_prior_loss(poly_img, gts_all, cfg.min_fill)
-        return {name: value + zero for name, value in losses.items()}
+        return losses
 
     def _gt_mask_crops(self, targets, gt_index: Tensor, img_idx: Tensor, crop_boxes: Tensor) -> Tensor:
         size = self.loss_config.raster_size
