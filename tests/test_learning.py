@@ -3,7 +3,10 @@
 One box-only training run (about a minute on one core) is shared by the tests in this module. It trains on
 128 px images of 7 cells and is scored on 192 px images of 14 (the synthetic default), at two thirds of the time
 of training on the latter. Measured 2026-12-07: mask IoU 0.833 and recall 0.845 here (0.840 and 0.857 when it
-trained on 192 px images); other seeds gave 0.826 to 0.839 and 0.821 to 0.893.
+trained on 192 px images); other seeds gave 0.826 to 0.839 and 0.821 to 0.893. 2026-12-08, seeds 0-4 on one
+thread, before and after a change that reorders the float sums of the polygon head's backward pass (same
+numbers forward): mask IoU 0.830-0.844 and 0.823-0.847, so a run's figure moves by about 0.01 with any such change;
+the thresholds sit below that spread and above what an untrained head gives (its ellipse, 0.802).
 """
 
 import numpy as np
@@ -60,7 +63,7 @@ def test_box_only_training_learns_masks_from_gt_boxes(trained):
     m, b, e = np.mean(model_iou), np.mean(box_iou_), np.mean(ellipse_iou)
     print(f"mean mask IoU with GT boxes: model {m:.3f}, filled box {b:.3f}, inscribed ellipse {e:.3f}")
     assert m >= 0.80
-    assert m > b + 0.08  # clearly above the filled box
+    assert m > b + 0.07  # clearly above the filled box (the untrained head's ellipse is b + 0.059)
     assert m > e  # and above the contour the head starts from: the refinement learned something
 
 
