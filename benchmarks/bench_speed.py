@@ -71,7 +71,8 @@ def count_operations(fn) -> int:
 
 def accelerator_raster():
     """A context in which the rasteriser takes edges in chunks, as it does on an accelerator, on any device: what a
-    CPU run can count of a GPU step (on a CPU it takes one edge at a time: faster there, ~25x the raster's operations)."""
+    CPU run can count of a GPU step (on a CPU it takes one edge at a time: faster there, with ~25x the raster's
+    operations)."""
     from unittest import mock
 
     from napari_cellboxify.losses import rasterize
