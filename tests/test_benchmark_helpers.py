@@ -187,3 +187,24 @@ def test_a_domain_point_is_measured_again_when_its_images_change(tmp_path):
     assert key(["a.png", "b.png"]) == key(["b.png", "a.png"])  # the order of the file does not matter
     assert key(["a.png", "b.png"]) != key(["a.png"])
     assert key(["a.png"]).startswith("neurons:1d45d5c28167:sartorius:")
+
+
+def test_bench_speed_counts_the_raster_as_a_gpu_runs_it():
+    # The row "raster as on a GPU" is only right if the context really switches the raster to edges in chunks.
+    import torch
+
+    from bench_speed import accelerator_raster, count_operations
+    from napari_cellboxify.losses.rasterize import soft_rasterize_logits
+
+    angles = torch.linspace(0, 6.28, 33)[:-1]
+    polys = torch.stack([16 + 10 * torch.cos(angles), 16 + 8 * torch.sin(angles)], dim=-1)[None].repeat(4, 1, 1)
+    out = {}
+
+    def draw(key):
+        out[key] = soft_rasterize_logits(polys, 32)
+
+    by_edge = count_operations(lambda: draw("cpu"))
+    with accelerator_raster():
+        chunked = count_operations(lambda: draw("gpu"))
+    assert chunked * 5 < by_edge
+    assert torch.equal(out["cpu"], out["gpu"])
