@@ -77,10 +77,7 @@ def accelerator_raster():
 
     from napari_cellboxify.losses import rasterize
 
-    def chunked(vertices, size):
-        return rasterize._nearest_edges_chunked(vertices, size, rasterize.edge_chunk(vertices.shape[0], size))
-
-    return mock.patch.object(rasterize, "_nearest_edges", chunked)
+    return mock.patch.object(rasterize, "_nearest_edges", rasterize._nearest_edges_in_chunks)
 
 
 def timed(fn, repeats: int, sync) -> list[float]:

@@ -43,12 +43,13 @@ def _nearest_edges(vertices: Tensor, size: int):
     """
     if vertices.device.type == "cpu":
         return _nearest_edges_by_edge(vertices, size)
-    return _nearest_edges_chunked(vertices, size, edge_chunk(vertices.shape[0], size))
+    return _nearest_edges_in_chunks(vertices, size)
 
 
-def edge_chunk(num_polygons: int, size: int) -> int:
-    """Edges per step of the chunked formulation (the accelerator's) for ``num_polygons`` on an S x S grid."""
-    return max(1, EDGE_CHUNK_ELEMENTS // max(1, num_polygons * size * size))
+def _nearest_edges_in_chunks(vertices: Tensor, size: int):
+    """The accelerator's formulation: edges in chunks as large as ``EDGE_CHUNK_ELEMENTS`` allows."""
+    chunk = max(1, EDGE_CHUNK_ELEMENTS // max(1, vertices.shape[0] * size * size))
+    return _nearest_edges_chunked(vertices, size, chunk)
 
 
 def _nearest_edges_by_edge(vertices: Tensor, size: int):
