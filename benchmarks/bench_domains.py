@@ -26,13 +26,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _scored_sets import merged_coco  # noqa: E402
+from _scored_sets import SARTORIUS_EXACT, merged_coco  # noqa: E402
 from _results import provenance, write_section  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1] / "shared" / "data"
 POINTS = HERE / "bench_domains_points.json"
-SARTORIUS_EXACT = ("5d066f4c3eef", "642d9cbe7f15", "95ac5f4182fa")  # sartorius-2021/PROVENANCE.md
 DOMAINS = {
     "livecell": "LIVECell val (5 images)",
     "sartorius": "Sartorius exact-label (5 images)",

@@ -39,6 +39,7 @@ from napari_cellboxify.model.polygon_head import box_to_image, initial_contour, 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import write_section  # noqa: E402
+from _scored_sets import SARTORIUS_EXACT  # noqa: E402
 
 HARMONICS = 8
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -50,7 +51,6 @@ DATASETS = {
     "sartorius": (SHARED / "sartorius-2021" / "reconstructed", "overlay-decoded sartorius-2021/reconstructed images",
                   "Loss ranking and fit on neuronal cultures"),
 }
-SARTORIUS_EXACT = ("5d066f4c3eef", "642d9cbe7f15", "95ac5f4182fa")  # reported on (sartorius-2021/PROVENANCE.md)
 
 # Each variant changes LossConfig fields.
 VARIANTS: dict[str, dict] = {

@@ -11,6 +11,7 @@ Run from the repository root (about 3 minutes on 2 CPU cores):
     python docs/experiments/2026-12-07-misregistered-cortical-labels.py
 """
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +20,13 @@ from scipy import ndimage as ndi
 
 from napari_cellboxify.data.coco import coco_index
 from napari_cellboxify.data.images import read_image
-from napari_cellboxify.geometry import polygon_to_mask
+from napari_cellboxify.geometry import mask_iou, polygon_to_mask
 from napari_cellboxify.predict import Predictor
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from _scored_sets import SARTORIUS_EXACT  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[3] / "shared" / "data" / "sartorius-2021"
-EXACT = ("5d066f4c3eef", "642d9cbe7f15", "95ac5f4182fa")
 torch.set_num_threads(2)
 
 
@@ -45,7 +48,7 @@ def model_offset(predictor, image, lab):
         cell = lab == k
         if not cell.any() or not outlines:
             continue
-        ious = [(cell & m).sum() / max((cell | m).sum(), 1) for m in outlines]
+        ious = [mask_iou(cell, m) for m in outlines]
         j = int(np.argmax(ious))
         if ious[j] > 0.3:
             gy, gx = np.nonzero(cell)
@@ -67,7 +70,8 @@ predictors = {name: Predictor.from_weights(name, "cpu") for name in ("cells", "n
 print("| image | cell type | labelled cells | outlines matched: cells / neurons | offset outline - label "
       "(dx, dy px): cells | neurons | texture shift of the labels (dx, dy px) |")
 print("|---|---|---|---|---|---|---|")
-for sub, keep in (("original", lambda im: True), ("reconstructed", lambda im: im["file_name"].startswith(EXACT))):
+for sub, keep in (("original", lambda im: True),
+                  ("reconstructed", lambda im: im["file_name"].startswith(SARTORIUS_EXACT))):
     data = json.loads((ROOT / sub / "annotations.json").read_text())
     index = coco_index(data)
     for im in data["images"]:
