@@ -96,6 +96,13 @@ def main(argv=None) -> int:
     points = json.loads(POINTS.read_text()) if POINTS.exists() else {}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        sets = {}  # each domain's scored set, written once for every file
+        for domain in args.domains:
+            found = domain_coco(domain, Path(tmp))
+            if found is None:
+                print(f"skipped {domain}: its data is not in {DATA}")
+            else:
+                sets[domain] = found
         for weights in args.weights:
             try:
                 path = resolve_weights(weights)
@@ -103,11 +110,7 @@ def main(argv=None) -> int:
                 print(f"skipped {weights}: {exc}")
                 continue
             digest = sha256_of(path)[:12]
-            for domain in args.domains:
-                found = domain_coco(domain, Path(tmp))
-                if found is None:
-                    print(f"skipped {domain}: its data is not in {DATA}")
-                    continue
+            for domain, found in sets.items():
                 key = point_key(weights, digest, domain, found[0])
                 if key not in points:
                     points[key] = measure(weights, found)
