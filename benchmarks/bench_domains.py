@@ -12,7 +12,11 @@ The oracle-box IoU gives each cell its true box and scores the outline against i
 ellipse of the same box. Points are kept in bench_domains_points.json by weights sha256 and the images scored,
 so a rerun measures only what changed.
 
-    python benchmarks/bench_domains.py [--weights cells nuclei] [--domains livecell sartorius dsb_fluo]
+``auto`` is what ``cellboxify evaluate`` does without ``--weights``: it chooses the shipped file that agrees most
+with itself on 3 images spread through the domain's set (flip_agreement.choose_shipped), then scores that file;
+its row is the chosen file's point.
+
+    python benchmarks/bench_domains.py [--weights cells nuclei auto] [--domains livecell sartorius dsb_fluo]
 """
 
 from __future__ import annotations
@@ -85,11 +89,24 @@ def measure(weights: str, found: tuple[Path, Path]) -> dict:
             "measured": provenance()}
 
 
+def choose(found: tuple[Path, Path]) -> dict:
+    """``--weights auto`` on a domain's set, as ``cellboxify evaluate`` runs it: the file chosen and why."""
+    from napari_cellboxify.data.coco import load_coco
+    from napari_cellboxify.flip_agreement import choose_shipped, planes_to_choose_on
+
+    coco = load_coco(*found)
+    t0 = time.time()
+    planes = planes_to_choose_on([image.path for image in coco.images])
+    chosen, agreement = choose_shipped(planes, device="cpu")
+    return {"chosen": chosen, "agreement": agreement, "images": len(planes), "seconds": time.time() - t0,
+            "measured": provenance()}
+
+
 def main(argv=None) -> int:
     from napari_cellboxify.weights import SHIPPED, WeightsError, resolve_weights, sha256_of
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", nargs="+", default=list(SHIPPED), help="shipped names or files")
+    parser.add_argument("--weights", nargs="+", default=[*SHIPPED, "auto"], help="shipped names, auto or files")
     parser.add_argument("--domains", nargs="+", default=list(DOMAINS), choices=list(DOMAINS))
     parser.add_argument("--measure-only", action="store_true", help="keep the points, do not write RESULTS.md")
     args = parser.parse_args(argv)
@@ -103,20 +120,30 @@ def main(argv=None) -> int:
                 print(f"skipped {domain}: its data is not in {DATA}")
             else:
                 sets[domain] = found
+        def point(key: str, how) -> dict:
+            if key not in points:
+                points[key] = how()
+                POINTS.write_text(json.dumps(points, indent=1, sort_keys=True))
+            print(key, points[key], flush=True)
+            return points[key]
+
         for weights in args.weights:
             try:
-                path = resolve_weights(weights)
+                names = list(SHIPPED) if weights == "auto" else [weights]
+                digests = {name: sha256_of(resolve_weights(name))[:12] for name in names}
             except WeightsError as exc:
                 print(f"skipped {weights}: {exc}")
                 continue
-            digest = sha256_of(path)[:12]
             for domain, found in sets.items():
-                key = point_key(weights, digest, domain, found[0])
-                if key not in points:
-                    points[key] = measure(weights, found)
-                    POINTS.write_text(json.dumps(points, indent=1, sort_keys=True))
-                print(key, points[key], flush=True)
-                rows.append((weights, path.name, domain, points[key]))
+                label, choice, auto = weights, weights, None
+                if weights == "auto":  # the choice is cached by all three files, then the chosen file's point
+                    auto = point(point_key("auto", "+".join(d[:6] for d in digests.values()), domain, found[0]),
+                                 lambda: choose(found))
+                    choice = auto["chosen"]
+                    label = (f"auto → `{choice}` (agreement " + " / ".join(f"{n} {a:.2f}" for n, a in
+                                                                         auto["agreement"].items()) + ")")
+                p = point(point_key(choice, digests[choice], domain, found[0]), lambda: measure(choice, found))
+                rows.append((label, choice, resolve_weights(choice).name, domain, p, auto))
     if args.measure_only or not rows:
         return 0
     lines = ["segm AP and AP50 at LIVECell's evaluation (IoU 0.50:0.95, 2,000 detections per image); oracle IoU: "
@@ -125,18 +152,27 @@ def main(argv=None) -> int:
              "chosen on LIVECell val and on 6 overlay-decoded Sartorius images, not on the exact-label ones, so its "
              "Sartorius figure is on images it was neither trained nor chosen on (weights/README.md). The Sartorius "
              "exact-label images are those of sartorius-2021 whose labels sit on their cells: original/afbcea22fc2a's "
-             "are 5 px off (docs/experiments/2026-12-07-misregistered-cortical-labels.md).",
+             "are 5 px off (docs/experiments/2026-12-07-misregistered-cortical-labels.md). Rows `auto`: what "
+             "`cellboxify predict` and `evaluate` do without `--weights`: the shipped file that agrees most with itself "
+             "on 3 of the set's images and their mirror images (mean matched F1 at box IoU 0.5) is chosen, then scored; "
+             "the rule was chosen on other val images (docs/experiments/2026-12-07-label-free-start-choice.md).",
              "", "| weights | domain | images / cells | segm AP | AP50 | bbox AP | oracle IoU | ellipse IoU |",
              "|---|---|---|---|---|---|---|---|"]
-    for weights, name, domain, p in rows:
-        lines.append(f"| `{weights}` ({name}, zoom {p['zoom']:g}) | {DOMAINS[domain]} | {p['images']} / {p['cells']} | "
+    for label, _, name, domain, p, auto in rows:
+        shown = label if auto else f"`{label}`"
+        lines.append(f"| {shown} ({name}, zoom {p['zoom']:g}) | {DOMAINS[domain]} | {p['images']} / {p['cells']} | "
                      f"**{p['segm_AP']:.1f}** | {p['segm_AP50']:.1f} | {p['bbox_AP']:.1f} | {p['oracle_iou']:.3f} | "
                      f"{p['ellipse_iou']:.3f} |")
     # Points are cached by file and images scored, so a rerun measures only what changed: say when each row was.
     measured: dict[str, dict[str, list[str]]] = {}
-    for w, _, domain, p in rows:
-        when = p.get("measured", "before 2026-12-07 (not recorded)")
-        measured.setdefault(f"`{w}`", {}).setdefault(when, []).append(DOMAINS[domain].split(" (")[0])
+    for _, choice, _, domain, p, auto in rows:
+        dated = [(f"`{choice}`", p.get("measured", "before 2026-12-07 (not recorded)"))]
+        if auto:  # an auto row is the chosen file's point: its choice has a date of its own
+            dated.append(("auto's choice", auto["measured"]))
+        for w, when in dated:
+            domains = measured.setdefault(w, {}).setdefault(when, [])
+            if DOMAINS[domain].split(" (")[0] not in domains:
+                domains.append(DOMAINS[domain].split(" (")[0])
     lines += ["", "Measured: " + "; ".join(
         f"{w} " + ", ".join(f"{when} ({' and '.join(domains)})" if len(by_when) > 1 else when
                             for when, domains in by_when.items())

@@ -52,3 +52,49 @@ def test_weights_that_find_the_cells_agree_with_their_mirror_image_more_than_one
     assert flip_agreement(_Finder(), image, boxes) == 1.0
     patterns = [[0, 90, 20, 110], [40, 90, 60, 110], [100, 95, 115, 110]]  # not where their mirrors are
     assert flip_agreement(_Finder(patterns), image, boxes) == pytest.approx(2 * 4 / 14)
+
+
+def test_the_images_that_choose_are_spread_through_the_input_and_a_stack_gives_its_middle_plane(tmp_path):
+    import tifffile
+
+    from napari_cellboxify.flip_agreement import planes_to_choose_on, spread
+
+    assert spread(1) == [0] and spread(2) == [0, 1] and spread(3) == [0, 1, 2]
+    assert spread(10) == [0, 4, 9] and spread(101) == [0, 50, 100]
+    stack = np.stack([np.full((40, 50), z, np.uint8) for z in range(5)])
+    tifffile.imwrite(tmp_path / "a_stack.tif", stack)
+    for name in ("b.tif", "c.tif", "d.tif"):
+        tifffile.imwrite(tmp_path / name, np.full((30, 20), ord(name[0]), np.uint8))
+    planes = planes_to_choose_on(sorted(tmp_path.glob("*.tif")))
+    assert [p.shape for p in planes] == [(40, 50), (30, 20), (30, 20)]
+    assert planes[0].max() == 2 and planes[1].max() == ord("c") and planes[2].max() == ord("d")  # files 0, 2, 3 of 4
+
+
+def test_the_shipped_file_that_agrees_most_with_itself_is_chosen_ties_going_to_the_default(monkeypatch):
+    import napari_cellboxify.predict as predict
+    from napari_cellboxify.flip_agreement import choose_shipped
+
+    image = np.zeros((120, 200), np.float32)
+    for x, y in [(10, 10), (60, 30), (130, 70), (170, 20)]:
+        image[y:y + 15, x:x + 12] = 1.0
+    finders = {"cells": _Finder([[0, 90, 20, 110]]), "nuclei": _Finder(), "neurons": _Finder([[40, 90, 60, 110]])}
+    asked = []
+
+    class Loaded:
+        def __init__(self, name):
+            self.name = name
+
+        def with_settings(self, **settings):
+            asked.append(settings)  # measured as the rule was chosen: score 0.5, no test-time augmentation
+            return finders[self.name]
+
+    monkeypatch.setattr(predict.Predictor, "from_weights", classmethod(lambda cls, name, device: Loaded(name)))
+    seen = []
+    chosen, agreement = choose_shipped([image, image], progress=lambda done, total: seen.append((done, total)))
+    assert chosen == "nuclei" and agreement["nuclei"] == 1.0 > agreement["cells"] == agreement["neurons"]
+    assert asked == [{"score_threshold": 0.5, "tta": "off"}] * 3 and seen[-1] == (6, 6)
+    finders["nuclei"] = _Finder([[100, 95, 115, 110]])
+    finders["cells"] = _Finder([[100, 95, 115, 110]])
+    assert choose_shipped([image])[0] == "cells"  # a tie: the default
+    with pytest.raises(ValueError, match="no image"):
+        choose_shipped([])

@@ -511,3 +511,32 @@ def test_the_panel_offers_the_shipped_weights_by_name(widget):
 
     with pytest.raises(WeightsError, match="'nuclei' weights"):
         w._load_chosen_model()
+
+
+def test_choose_for_this_image_loads_the_shipped_model_that_knows_its_cells(widget, qtbot, monkeypatch):
+    # A small fluorescence-nuclei image of dsb2018/val: `nuclei`, not the default `cells`, is loaded.
+    import napari_cellboxify.weights as weights
+    from napari_cellboxify.data.images import read_image
+
+    from conftest import DATA
+
+    viewer, w = widget
+    shipped = Path(__file__).resolve().parents[1] / "weights"
+    dsb = DATA / "dsb2018" / "val"
+    if not all((shipped / file).exists() for file, _ in weights.SHIPPED.values()):
+        pytest.skip("the shipped weights are not all in weights/")
+    if not (dsb / "annotations.json").exists():
+        pytest.skip(f"DSB2018 val not found at {dsb} (see ../shared/data/README.md)")
+    monkeypatch.setattr(weights, "weights_dirs", lambda: [shipped])
+    entry = next(im for im in json.loads((dsb / "annotations.json").read_text())["images"]
+                 if im["modality"] == "fluorescence_grayscale" and im["width"] <= 360)
+    shown = []
+    monkeypatch.setattr("napari_cellboxify._napari.widget.show_error", lambda msg: shown.append(msg))
+    w.choose_model()  # no image yet: a message, not a traceback
+    assert len(shown) == 1 and "image layer" in shown[0]
+    viewer.add_image(read_image(dsb / "images" / entry["file_name"]), name="nuclei")
+    w.choose_model()
+    assert not w.choose_model_button.enabled  # busy while it runs off the event loop
+    qtbot.waitUntil(lambda: w.choose_model_button.enabled, timeout=120_000)
+    assert w.model_combo.value == "nuclei" and w.weights_path.name == weights.SHIPPED["nuclei"][0]
+    assert len(shown) == 1

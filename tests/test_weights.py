@@ -1,4 +1,5 @@
 import hashlib
+from pathlib import Path
 
 import pytest
 
@@ -166,3 +167,43 @@ def test_the_shipped_neurons_weights_keep_their_measured_quality_on_neuronal_cul
     assert len(coco.images) == 1
     metrics = evaluate(Predictor.from_weights("neurons", device="cpu", score_threshold=0.05), coco)
     assert metrics["segm"]["AP"] >= NEURONS_SUBSET_SEGM_AP - 1.5
+
+
+def _shipped_or_skip(monkeypatch):
+    from napari_cellboxify.weights import SHIPPED, weights_dirs
+
+    monkeypatch.delenv("CELLBOXIFY_WEIGHTS_DIR", raising=False)
+    missing = [n for n, (file, _) in SHIPPED.items() if not any((d / file).exists() for d in weights_dirs())]
+    if missing:
+        pytest.skip(f"shipped weights missing from weights/: {', '.join(missing)}")
+
+
+def test_predict_without_weights_chooses_nuclei_for_fluorescence_nuclei_and_says_so(tmp_path, monkeypatch):
+    # --weights auto (the default): on dsb2018/val fluorescence the agreement was nuclei 0.85 against cells 0.67
+    # (benchmarks/RESULTS.md, first table); `cells` would score 0.2 segm AP there, `nuclei` 54.1.
+    import json
+
+    from conftest import run_cli
+
+    _shipped_or_skip(monkeypatch)
+    if not (DSB_VAL / "annotations.json").exists():
+        pytest.skip(f"DSB2018 val not found at {DSB_VAL} (see ../shared/data/README.md)")
+    images = json.loads((DSB_VAL / "annotations.json").read_text())["images"]
+    image = next(im for im in images if im["modality"] == "fluorescence_grayscale" and im["width"] <= 360)
+    result = run_cli("predict", DSB_VAL / "images" / image["file_name"], "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert "weights: nuclei (" in result.stderr
+    assert "chosen by agreement with the mirror image on 1 image(s)" in result.stderr
+    assert (tmp_path / "out" / f"{Path(image['file_name']).stem}_labels.tif").exists()
+
+
+def test_auto_chooses_neurons_for_a_neuronal_culture(monkeypatch):
+    # The cortical-neuron image of sartorius-2021/original (measured: cells 0.63, nuclei 0.72, neurons 0.86).
+    from napari_cellboxify.flip_agreement import choose_shipped, planes_to_choose_on
+
+    _shipped_or_skip(monkeypatch)
+    path = SARTORIUS_ORIGINAL / "images" / "f17f964687b3.png"
+    if not path.exists():
+        pytest.skip(f"sartorius-2021 not found at {SARTORIUS_ORIGINAL} (see ../shared/data/README.md)")
+    chosen, agreement = choose_shipped(planes_to_choose_on([path]), device="cpu")
+    assert chosen == "neurons" and agreement["neurons"] > max(agreement["cells"], agreement["nuclei"]) + 0.05

@@ -92,10 +92,25 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", config: Cel
     (``["model.image_scale=0.5"]``, see ``config.apply_overrides``) change single values of the file's config
     (or of ``config``), e.g. the zoom for images at another magnification than the training data's.
     """
-    from .config import apply_overrides
     from .model import build_model
 
     data = read_checkpoint(path)
+    config = _config_for(data, path, config, overrides)
+    model = build_model(config, load_pretrained=False)
+    load_state(model, data["model"], path)
+    return model.to(device).eval(), data
+
+
+def check_overrides(path: str | Path, overrides: list[str]) -> None:
+    """Raise the error ``load_model(path, overrides=overrides)`` would raise about the overrides, without building
+    the model: a verb that does other work first (choosing among files) refuses bad settings at once."""
+    _config_for(read_checkpoint(path), path, None, overrides)
+
+
+def _config_for(data: dict, path: str | Path, config: CellBoxifyConfig | None,
+                overrides: list[str] | None) -> CellBoxifyConfig:
+    from .config import apply_overrides
+
     stored = config_from_checkpoint(data, path)
     if overrides:
         config = apply_overrides(config or stored, overrides)
@@ -104,10 +119,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", config: Cel
             f"config does not match the weights in {path}: the file was trained with "
             f"{_architecture(stored)}, the config asks for {_architecture(config)}"
         )
-    config = config or stored
-    model = build_model(config, load_pretrained=False)
-    load_state(model, data["model"], path)
-    return model.to(device).eval(), data
+    return config or stored
 
 
 def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path = "") -> None:

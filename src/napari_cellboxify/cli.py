@@ -73,8 +73,9 @@ def _override(text: str) -> str:
 
 
 PREDICT_FORMATS = ("tiff", "coco", "csv", "boxes")
-WEIGHTS_HELP = ("shipped weights by name, cells (phase-contrast cells, the default) or nuclei (nuclei in "
-                "fluorescence), or a weights file")
+WEIGHTS_HELP = ("auto (the default: the shipped file that agrees most with itself on up to 3 of your images and "
+                "their mirror images), a shipped file by name, cells (phase-contrast cells), nuclei (nuclei in "
+                "fluorescence) or neurons (phase-contrast neuronal cultures), or a weights file")
 
 
 def _formats(text: str) -> frozenset[str]:
@@ -205,6 +206,32 @@ def _with_tta(args: argparse.Namespace) -> list[str]:
     return list(args.overrides) + ([f"model.tta={args.tta}"] if args.tta else [])
 
 
+def _predictor(args: argparse.Namespace, verb: str, paths: list[Path], **settings):
+    """The verb's predictor, how to name its weights, and each shipped file's agreement when it chose them.
+
+    ``--weights auto`` (or none) chooses the shipped file on the images first, as ``fine-tune`` chooses where it
+    starts: the same sign, without boxes (flip_agreement.choose_shipped)."""
+    from .checkpoint import check_overrides
+    from .flip_agreement import choose_shipped, planes_to_choose_on
+    from .predict import Predictor
+    from .progress import tqdm_callback
+    from .weights import SHIPPED, describe_weights, resolve_weights
+
+    spec, chosen, agreement = args.weights, "", {}
+    if spec in (None, "auto"):
+        for name in SHIPPED:  # bad settings are refused before the choice, not after it
+            check_overrides(resolve_weights(name), _with_tta(args))
+        planes = planes_to_choose_on(paths)
+        with tqdm_callback(0, "choose weights") as progress:
+            spec, agreement = choose_shipped(planes, device=args.device, progress=progress)
+        chosen = (f"; chosen by agreement with the mirror image on {len(planes)} image(s): "
+                  + ", ".join(f"{name} {value:.2f}" for name, value in agreement.items()))
+    predictor = Predictor.from_weights(spec, device=args.device, overrides=_with_tta(args), **settings)
+    used = describe_weights(spec)
+    print(f"cellboxify {verb}: weights: {used}{chosen}", file=sys.stderr)
+    return predictor, used, agreement
+
+
 def _version() -> str:
     from . import __version__
 
@@ -306,9 +333,7 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from .data.coco import load_coco
     from .evaluate import check_scorable, evaluate, oracle_box_iou
-    from .weights import describe_weights
     from .io_utils import atomic_write_text
-    from .predict import Predictor
     from .progress import tqdm_callback
 
     coco = load_coco(args.data, args.images)
@@ -316,15 +341,15 @@ def cmd_evaluate(args) -> int:
         print(f"cellboxify evaluate: skipped {count} annotation(s): {reason}", file=sys.stderr)
     if not args.oracle_boxes:
         check_scorable(coco)  # before the weights load
-    predictor = Predictor.from_weights(args.weights, device=args.device, overrides=_with_tta(args))
-    used = describe_weights(args.weights)
-    print(f"cellboxify evaluate: weights: {used}", file=sys.stderr)
+    predictor, used, agreement = _predictor(args, "evaluate", [image.path for image in coco.images])
     with tqdm_callback(len(coco.images), "evaluate") as progress:
         if args.oracle_boxes:
             metrics = {"oracle_boxes": oracle_box_iou(predictor, coco, progress)}
         else:
             metrics = evaluate(predictor, coco, progress)
     metrics["weights"] = used
+    if agreement:  # --weights auto: what chose them
+        metrics["weights_agreement"] = agreement
     metrics["tta"] = predictor.tta  # the same weights score differently with test-time augmentation
     # what was left out of the score, so that metrics.json alone says what it measured
     metrics["skipped_annotations"] = dict(coco.skipped)
@@ -356,9 +381,8 @@ def format_metrics(metrics: dict) -> list[str]:
 
 def cmd_predict(args) -> int:
     from .batch import earlier_outputs, segment_files
-    from .predict import Predictor, iter_image_files
+    from .predict import iter_image_files
     from .progress import tqdm_callback
-    from .weights import describe_weights
 
     files = iter_image_files(args.inputs)
     if not files:
@@ -368,9 +392,7 @@ def cmd_predict(args) -> int:
         if earlier:
             raise ValueError(f"{args.out} already holds {earlier[0].name}" + (f" and {len(earlier) - 1} more output(s)"
                              if len(earlier) > 1 else "") + " of an earlier run: choose another --out or pass --overwrite")
-    predictor = Predictor.from_weights(args.weights, device=args.device, score_threshold=args.score_threshold,
-                                       overrides=_with_tta(args))
-    print(f"cellboxify predict: weights: {describe_weights(args.weights)}", file=sys.stderr)
+    predictor, _, _ = _predictor(args, "predict", files, score_threshold=args.score_threshold)
     with tqdm_callback(len(files), "predict") as progress:  # counts tiles: the total grows as they are found
         result = segment_files(predictor, files, args.out, args.format, tile=args.tile, overlap=args.overlap,
                                pixel_size=args.pixel_size, progress=progress)

@@ -6,7 +6,8 @@ they find background patches and fragments, and different ones each way. Measure
 three domains (LIVECell, Sartorius neuronal cultures, DSB2018 fluorescence nuclei) with the three shipped files,
 the file that agreed most with itself was the one whose detections matched the true cells best on every image
 (docs/experiments/2026-12-07-label-free-start-choice.md). A few dozen boxes in one corner cannot rank close files;
-this looks at the whole image.
+this looks at the whole image. The same sign chooses the shipped file for images without any boxes
+(``choose_shipped``: ``--weights auto`` of ``predict`` and ``evaluate``, the panel's *Choose for this image*).
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import torch
 from torchvision.ops import box_iou
 
 from .data.annotated_area import annotated_area
+from .data.images import TiffRegions, image_planes, open_image
 from .tta import boxes_from_view
 
 LEFT_RIGHT = 1  # tta's view that flips left-right
 
 AGREEMENT_WINDOW = 1024  # the image region (px a side, around the boxes) measured: bounds the cost on large images
 MATCH_IOU = 0.5
+CHOICE_IMAGES = 3  # images (spread through the input) that choose a shipped file for all of them
 
 
 def matched_f1(a: np.ndarray, b: np.ndarray, iou: float = MATCH_IOU) -> float:
@@ -62,3 +65,49 @@ def flip_agreement(predictor, image: np.ndarray, boxes: np.ndarray, side: int = 
     mirrored = predictor.segment_image(np.ascontiguousarray(region[:, ::-1])).boxes_xyxy
     back = boxes_from_view(torch.as_tensor(mirrored), LEFT_RIGHT, region.shape[:2]).numpy()
     return matched_f1(found, back)
+
+
+def choose_shipped(images, device="auto", progress=None) -> tuple[str, dict[str, float]]:
+    """The shipped file that agrees most with itself on ``images`` (2-D or RGB planes, or ``TiffRegions``; each
+    measured on its central ``AGREEMENT_WINDOW`` square), and every file's mean agreement; ties go to the default.
+
+    Each file runs at its own zoom, at score 0.5 and without test-time augmentation, as the choice was measured
+    (docs/experiments/2026-12-07-label-free-start-choice.md). ``progress(done, total)`` counts file × image.
+    """
+    from .predict import Predictor
+    from .weights import DEFAULT, SHIPPED
+
+    images = list(images)
+    if not images:
+        raise ValueError("no image to choose the weights on")
+    agreement, total = {}, len(SHIPPED) * len(images)
+    for n, name in enumerate(SHIPPED):
+        predictor = Predictor.from_weights(name, device=device).with_settings(score_threshold=0.5, tta="off")
+        scores = []
+        for image in images:
+            scores.append(flip_agreement(predictor, image, np.zeros((0, 4), np.float32)))
+            if progress is not None:
+                progress(n * len(images) + len(scores), total)
+        agreement[name] = round(float(np.mean(scores)), 3)
+    return max(agreement, key=lambda n: (agreement[n], n == DEFAULT)), agreement
+
+
+def spread(count: int, k: int = CHOICE_IMAGES) -> list[int]:
+    """Indices of up to ``k`` of ``count`` items spread evenly, the first and the last included."""
+    n = min(k, count)
+    return sorted({round(i * (count - 1) / max(n - 1, 1)) for i in range(n)})
+
+
+def planes_to_choose_on(paths) -> list:
+    """One plane from each of up to ``CHOICE_IMAGES`` files spread through ``paths``: a stack's middle plane, a
+    large TIFF as regions (only the window measured is read)."""
+    paths = list(paths)
+    planes = []
+    for index in spread(len(paths)):
+        image = open_image(paths[index])
+        if isinstance(image, TiffRegions):
+            planes.append(image)
+        else:
+            stack = image_planes(image)
+            planes.append(np.array(stack[len(stack) // 2][1]))  # a copy: the rest of the stack is freed
+    return planes

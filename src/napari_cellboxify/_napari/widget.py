@@ -25,6 +25,7 @@ from ..checkpoint import load_model
 from ..config import TTA_MODES
 from ..data.annotated_area import area_fraction
 from ..export import plane_name, write_label_outputs, write_training_project
+from ..flip_agreement import choose_shipped
 from ..io_utils import check_folder
 from ..predict import Predictor
 from ..train_process import fine_tune_in_subprocess
@@ -129,13 +130,20 @@ class CellBoxifyWidget(QWidget):
         self.model_combo = ComboBox(label="Model", choices=[(f"{name}: {what}", name) for name, (_, what) in
                                                             SHIPPED.items()],
                                     tooltip="Shipped weights: cells for phase-contrast cells (LIVECell-like), nuclei "
-                                            "for nuclei in fluorescence. Each comes with its own zoom.")
+                                            "for nuclei in fluorescence, neurons for phase-contrast neuronal "
+                                            "cultures. Each comes with its own zoom.")
         self.model_combo.changed.connect(lambda _name: guarded(CellBoxifyWidget._load_chosen_model)(self))
+        self.choose_model_button = PushButton(
+            text="Choose for this image",
+            tooltip="Load the shipped model that finds the same cells in this slice and in its mirror image (no "
+                    "boxes needed): the one that knows such cells. Three models, two passes each, on at most a "
+                    "1024-px square of the slice: about 10 s for a 704x520 image on 2 CPU cores.")
+        self.choose_model_button.clicked.connect(self.choose_model)
         self.weights_label = Label(value="no model loaded")
         load = PushButton(text="Load weights…")
         load.clicked.connect(self._choose_weights)
         layers_form = Container(widgets=[self.image_combo, _row(self.boxes_combo, new_boxes, label="Boxes"),
-                                         self.labels_combo, self.model_combo,
+                                         self.labels_combo, self.model_combo, self.choose_model_button,
                                          self.weights_label, load])
 
         self.segment_boxes_button = PushButton(text="Segment my boxes")
@@ -394,6 +402,27 @@ class CellBoxifyWidget(QWidget):
         worker.returned.connect(done)
         self._start_busy(worker, "fitting the zoom")
 
+    @guarded
+    def choose_model(self) -> None:
+        image = self.image_layer()
+        pixels = self.plane_image(image, self.current_plane(image), lazy=True)  # only a window of it is read
+
+        def work():
+            return choose_shipped([pixels])
+
+        def done(result) -> None:
+            name, agreement = result
+            if self.model_combo.value == name:  # no change signal: load it here (a file of one's own may be in use)
+                guarded(CellBoxifyWidget._load_chosen_model)(self)
+            else:
+                self.model_combo.value = name  # loads it
+            show_info(f"CellBoxify: model {name} (agreement with the mirror image: "
+                      + ", ".join(f"{n} {a:.2f}" for n, a in agreement.items()) + ")")
+
+        worker = create_worker(work, _progress={"desc": "CellBoxify: choosing the model"}, _ignore_errors=True)
+        worker.returned.connect(done)
+        self._start_busy(worker, "choosing the model")
+
     def _start_busy(self, worker, what: str) -> None:
         """Run ``worker`` with the segment/fit/export buttons disabled; its failure becomes a notification."""
         worker.errored.connect(lambda exc: show_error(f"CellBoxify: {what} failed: {exc}"))
@@ -404,7 +433,7 @@ class CellBoxifyWidget(QWidget):
 
     def _set_busy(self, busy: bool) -> None:
         for button in (self.segment_boxes_button, self.segment_image_button, self.export_button,
-                       self.fit_zoom_button):
+                       self.fit_zoom_button, self.choose_model_button):
             button.enabled = not busy
 
     @guarded
