@@ -98,3 +98,12 @@ def test_the_shipped_file_that_agrees_most_with_itself_is_chosen_ties_going_to_t
     assert choose_shipped([image])[0] == "cells"  # a tie: the default
     with pytest.raises(ValueError, match="no image"):
         choose_shipped([])
+
+
+def test_a_runner_up_within_the_margin_is_named_as_a_close_call():
+    from napari_cellboxify.flip_agreement import CLOSE_CALL, close_call
+
+    assert close_call({"cells": 0.80, "nuclei": 0.64, "neurons": 0.79}, "cells") == "neurons"
+    assert close_call({"cells": 0.80, "nuclei": 0.64, "neurons": 0.80}, "cells") == "neurons"  # a tie, to the default
+    assert close_call({"cells": 0.80, "nuclei": 0.64, "neurons": 0.80 - CLOSE_CALL - 0.01}, "cells") is None
+    assert close_call({"nuclei": 0.9}, "nuclei") is None

@@ -212,7 +212,7 @@ def _predictor(args: argparse.Namespace, verb: str, paths: list[Path], **setting
     ``--weights auto`` (or none) chooses the shipped file on the images first, as ``fine-tune`` chooses where it
     starts: the same sign, without boxes (flip_agreement.choose_shipped)."""
     from .checkpoint import check_overrides
-    from .flip_agreement import choose_shipped, planes_to_choose_on
+    from .flip_agreement import choose_shipped, close_call, planes_to_choose_on
     from .predict import Predictor
     from .progress import tqdm_callback
     from .weights import SHIPPED, describe_weights, resolve_weights
@@ -226,6 +226,9 @@ def _predictor(args: argparse.Namespace, verb: str, paths: list[Path], **setting
             spec, agreement = choose_shipped(planes, device=args.device, progress=progress)
         chosen = (f"; chosen by agreement with the mirror image on {len(planes)} image(s): "
                   + ", ".join(f"{name} {value:.2f}" for name, value in agreement.items()))
+        runner_up = close_call(agreement, spec)
+        if runner_up:  # a close call: say which other file to name if it suits these cells better
+            chosen += f" (a close call: pass --weights {runner_up} if that file is the one for these cells)"
     predictor = Predictor.from_weights(spec, device=args.device, overrides=_with_tta(args), **settings)
     used = describe_weights(spec)
     print(f"cellboxify {verb}: weights: {used}{chosen}", file=sys.stderr)

@@ -25,6 +25,9 @@ LEFT_RIGHT = 1  # tta's view that flips left-right
 AGREEMENT_WINDOW = 1024  # the image region (px a side, around the boxes) measured: bounds the cost on large images
 MATCH_IOU = 0.5
 CHOICE_IMAGES = 3  # images (spread through the input) that choose a shipped file for all of them
+# Two files this close in agreement are a close call: on images no choice was made on, the two wrong choices
+# (`cells` for `neurons` on SH-SY5Y) came by 0.01-0.03 (docs/experiments/2026-12-08-automatic-weights-choice.md)
+CLOSE_CALL = 0.05
 
 
 def matched_f1(a: np.ndarray, b: np.ndarray, iou: float = MATCH_IOU) -> float:
@@ -90,6 +93,15 @@ def choose_shipped(images, device="auto", progress=None) -> tuple[str, dict[str,
                 progress(n * len(images) + len(scores), total)
         agreement[name] = round(float(np.mean(scores)), 3)
     return max(agreement, key=lambda n: (agreement[n], n == DEFAULT)), agreement
+
+
+def close_call(agreement: dict[str, float], chosen: str) -> str | None:
+    """The runner-up's name when it agreed within ``CLOSE_CALL`` of the ``chosen`` file, else None."""
+    others = [name for name in agreement if name != chosen]
+    if not others:
+        return None
+    runner_up = max(others, key=agreement.get)
+    return runner_up if agreement[chosen] - agreement[runner_up] < CLOSE_CALL else None
 
 
 def spread(count: int, k: int = CHOICE_IMAGES) -> list[int]:

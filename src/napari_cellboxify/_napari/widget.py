@@ -25,7 +25,7 @@ from ..checkpoint import load_model
 from ..config import TTA_MODES
 from ..data.annotated_area import area_fraction
 from ..export import plane_name, write_label_outputs, write_training_project
-from ..flip_agreement import choose_shipped
+from ..flip_agreement import choose_shipped, close_call
 from ..io_utils import check_folder
 from ..predict import Predictor
 from ..train_process import fine_tune_in_subprocess
@@ -416,8 +416,11 @@ class CellBoxifyWidget(QWidget):
                 guarded(CellBoxifyWidget._load_chosen_model)(self)
             else:
                 self.model_combo.value = name  # loads it
+            runner_up = close_call(agreement, name)
             show_info(f"CellBoxify: model {name} (agreement with the mirror image: "
-                      + ", ".join(f"{n} {a:.2f}" for n, a in agreement.items()) + ")")
+                      + ", ".join(f"{n} {a:.2f}" for n, a in agreement.items()) + ")"
+                      + (f"; a close call: choose {runner_up} in Model if it is the one for these cells"
+                         if runner_up else ""))
 
         worker = create_worker(work, _progress={"desc": "CellBoxify: choosing the model"}, _ignore_errors=True)
         worker.returned.connect(done)
