@@ -150,7 +150,7 @@ SARTORIUS_ORIGINAL = __import__("conftest").DATA / "sartorius-2021" / "original"
 
 
 def test_the_shipped_neurons_weights_keep_their_measured_quality_on_neuronal_cultures(tmp_path, monkeypatch):
-    # weights/README.md: Sartorius exact-label segm AP 16.2 with `neurons`, where `cells` scores 4.9. Pinned on one
+    # RESULTS.md: Sartorius exact-label segm AP 18.2 with `neurons`, where `cells` scores 5.5. Pinned on one
     # original image (a sixth of the time of all three): a broken load, a lost zoom or the wrong file falls below
     # the floor.
     from napari_cellboxify.evaluate import evaluate
