@@ -1,8 +1,9 @@
 """The main job of ``scripts/run.sh``: napari with the CellBoxify panel, or a headless prediction.
 
 ``--gui``: open napari with the panel docked on a sample image (LIVECell from ../shared/data when present,
-else the synthetic sample). ``--headless``: segment that image with the default weights and write a label
-TIFF, COCO and a CSV of measurements into ``runs/demo/``.
+else the synthetic sample). ``--headless``: segment that image as ``cellboxify predict`` does by default (the
+shipped file chosen for it, ``--weights auto``) and write a label TIFF, COCO and a CSV of measurements into
+``runs/demo/``.
 """
 
 from __future__ import annotations
