@@ -2,7 +2,9 @@
 
 Three files are shipped, each named for what it segments: ``cells`` (phase-contrast cells, LIVECell; the
 default), ``nuclei`` (nuclei in fluorescence, DSB2018) and ``neurons`` (phase-contrast neuronal cultures,
-Sartorius). Every verb's ``--weights`` and the panel take a name or a file. ``weights/README.md`` (the model
+Sartorius). Every verb's ``--weights`` and the panel take a name or a file; ``predict``, ``evaluate`` and
+``fine-tune`` also ``auto``, their default, which chooses a name on the images (``flip_agreement``), and ``cells``
+is what is loaded when nothing chooses (``None``, the panel at start). ``weights/README.md`` (the model
 cards) lists ``sha256: <hex>  <file>`` for each shipped file; a file whose hash differs (changed, truncated) is
 refused with a clear message.
 """
