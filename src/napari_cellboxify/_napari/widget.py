@@ -137,7 +137,7 @@ class CellBoxifyWidget(QWidget):
             text="Choose for this image",
             tooltip="Load the shipped model that finds the same cells in this slice and in its mirror image (no "
                     "boxes needed): the one that knows such cells. Three models, two passes each, on at most a "
-                    "1024-px square of the slice: about 10 s for a 704x520 image on 2 CPU cores.")
+                    "1024-px square of the slice: 11-13 s for a 704x520 image on 2 CPU cores.")
         self.choose_model_button.clicked.connect(self.choose_model)
         self.weights_label = Label(value="no model loaded")
         load = PushButton(text="Load weights…")
