@@ -115,7 +115,7 @@ def test_cli_fit_zoom_prints_the_best_zoom_and_refuses_a_file_without_boxes(tmp_
     assert main(["fit-zoom", "--data", str(tmp_path / "boxes.json"), "--images", str(tmp_path / "images"),
                  "--weights", str(weights), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert "<- best" in out and "use --set model.image_scale=" in out
+    assert "<- best" in out and f"use --weights {weights} --set model.image_scale=" in out
     coco["annotations"] = []
     (tmp_path / "empty.json").write_text(json.dumps(coco))
     assert main(["fit-zoom", "--data", str(tmp_path / "empty.json"), "--images", str(tmp_path / "images"),

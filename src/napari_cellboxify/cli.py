@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import threading
 import warnings
@@ -154,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     z = sub.add_parser("fit-zoom", help="choose the zoom for your images from boxes you drew",
                        description="Detect cells at several zooms around the weights' own and print the one whose "
                        "boxes match yours best (COCO bbox AP, inside the rectangle around your boxes: box every "
-                       "cell in it). Pass the answer to predict/evaluate as --set model.image_scale=Z.")
+                       "cell in it). Without --weights the shipped file is chosen on your images first, as predict does. Pass "
+                       "the answer to predict/evaluate as it prints it: --weights W --set model.image_scale=Z.")
     z.add_argument("--data", required=True, type=Path, help="COCO file with your boxes (e.g. the panel's export)")
     z.add_argument("--images", required=True, type=Path, help="folder the COCO file_names are relative to")
     z.add_argument("--weights", help=WEIGHTS_HELP)
@@ -203,11 +205,13 @@ def _add_inference_overrides(verb: argparse.ArgumentParser) -> None:
 
 def _with_tta(args: argparse.Namespace) -> list[str]:
     """The verb's ``--set`` overrides, with ``--tta`` as one of them (it is the config's ``model.tta``)."""
-    return list(args.overrides) + ([f"model.tta={args.tta}"] if args.tta else [])
+    tta = getattr(args, "tta", None)  # fit-zoom has none
+    return list(args.overrides) + ([f"model.tta={tta}"] if tta else [])
 
 
 def _predictor(args: argparse.Namespace, verb: str, paths: list[Path], **settings):
-    """The verb's predictor, how to name its weights, and each shipped file's agreement when it chose them.
+    """The verb's predictor, the weights (a shipped name or the file given), how to name them, and each shipped
+    file's agreement when it chose them.
 
     ``--weights auto`` (or none) chooses the shipped file on the images first, as ``fine-tune`` chooses where it
     starts: the same sign, without boxes (flip_agreement.choose_shipped)."""
@@ -232,7 +236,7 @@ def _predictor(args: argparse.Namespace, verb: str, paths: list[Path], **setting
     predictor = Predictor.from_weights(spec, device=args.device, overrides=_with_tta(args), **settings)
     used = describe_weights(spec)
     print(f"cellboxify {verb}: weights: {used}{chosen}", file=sys.stderr)
-    return predictor, used, agreement
+    return predictor, spec, used, agreement
 
 
 def _version() -> str:
@@ -344,7 +348,7 @@ def cmd_evaluate(args) -> int:
         print(f"cellboxify evaluate: skipped {count} annotation(s): {reason}", file=sys.stderr)
     if not args.oracle_boxes:
         check_scorable(coco)  # before the weights load
-    predictor, used, agreement = _predictor(args, "evaluate", [image.path for image in coco.images])
+    predictor, _, used, agreement = _predictor(args, "evaluate", [image.path for image in coco.images])
     with tqdm_callback(len(coco.images), "evaluate") as progress:
         if args.oracle_boxes:
             metrics = {"oracle_boxes": oracle_box_iou(predictor, coco, progress)}
@@ -395,7 +399,7 @@ def cmd_predict(args) -> int:
         if earlier:
             raise ValueError(f"{args.out} already holds {earlier[0].name}" + (f" and {len(earlier) - 1} more output(s)"
                              if len(earlier) > 1 else "") + " of an earlier run: choose another --out or pass --overwrite")
-    predictor, _, _ = _predictor(args, "predict", files, score_threshold=args.score_threshold)
+    predictor, _, _, _ = _predictor(args, "predict", files, score_threshold=args.score_threshold)
     with tqdm_callback(len(files), "predict") as progress:  # counts tiles: the total grows as they are found
         result = segment_files(predictor, files, args.out, args.format, tile=args.tile, overlap=args.overlap,
                                pixel_size=args.pixel_size, progress=progress)
@@ -427,20 +431,23 @@ def cmd_export(args) -> int:
 
 def cmd_fit_zoom(args) -> int:
     from .data.coco import boxed_images, load_coco
-    from .predict import Predictor
     from .progress import tqdm_callback
     from .zoom_fit import ZOOM_FACTORS, fit_zoom
 
-    predictor = Predictor.from_weights(args.weights, device=args.device, overrides=args.overrides)
-    items = [(image, boxes) for _, image, boxes in boxed_images(load_coco(args.data, args.images))]
-    if not items:
+    coco = load_coco(args.data, args.images)
+    boxed = boxed_images(coco)
+    if not boxed:
         raise ValueError(f"{args.data} has no boxes: draw boxes around a few cells first")
+    items = [(image, boxes) for _, image, boxes in boxed]
+    names = {name for name, _, _ in boxed}
+    predictor, spec, _, _ = _predictor(args, "fit-zoom", [e.path for e in coco.images if e.file_name in names])
     with tqdm_callback(len(items) * len(ZOOM_FACTORS), "fit-zoom") as progress:
         fit = fit_zoom(predictor, items, progress=progress)
     for zoom, ap in sorted(fit.box_ap.items()):
         mark = "  <- best" if zoom == fit.zoom else ""
         print(f"zoom {zoom:.2f}: bbox AP against your boxes {ap:.2f}{mark}")
-    print(f"use --set model.image_scale={fit.zoom:g}")
+    # the zoom belongs to these weights: name them too, or predict's auto may choose another file
+    print(f"use --weights {shlex.quote(str(spec))} --set model.image_scale={fit.zoom:g}")
     return 0
 
 
