@@ -25,7 +25,7 @@ LEFT_RIGHT = 1  # tta's view that flips left-right
 AGREEMENT_WINDOW = 1024  # the image region (px a side, around the boxes) measured: bounds the cost on large images
 MATCH_IOU = 0.5
 CHOICE_IMAGES = 3  # images (spread through the input) that choose a shipped file for all of them
-# Two files this close in agreement are a close call: on images no choice was made on, the two wrong choices
+# Two files this close in agreement are a close call: on images the rule was not chosen on, the two wrong choices
 # (`cells` for `neurons` on SH-SY5Y) came by 0.01-0.03 (docs/experiments/2026-12-08-automatic-weights-choice.md)
 CLOSE_CALL = 0.05
 
