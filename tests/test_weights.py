@@ -178,7 +178,7 @@ def _shipped_or_skip(monkeypatch):
         pytest.skip(f"shipped weights missing from weights/: {', '.join(missing)}")
 
 
-def test_predict_without_weights_chooses_nuclei_for_fluorescence_nuclei_and_says_so(tmp_path, monkeypatch):
+def test_predict_and_evaluate_without_weights_choose_nuclei_for_fluorescence_nuclei_and_say_so(tmp_path, monkeypatch):
     # --weights auto (the default): on dsb2018/val fluorescence the agreement was nuclei 0.85 against cells 0.67
     # (benchmarks/RESULTS.md, first table); `cells` would score 0.2 segm AP there, `nuclei` 54.1.
     import json
@@ -195,6 +195,14 @@ def test_predict_without_weights_chooses_nuclei_for_fluorescence_nuclei_and_says
     assert "weights: nuclei (" in result.stderr
     assert "chosen by agreement with the mirror image on 1 image(s)" in result.stderr
     assert (tmp_path / "out" / f"{Path(image['file_name']).stem}_labels.tif").exists()
+    # evaluate chooses the same way and keeps why in metrics.json
+    _subset(DSB_VAL, tmp_path, lambda images: [image])
+    result = run_cli("evaluate", "--data", tmp_path / "subset.json", "--images", DSB_VAL / "images",
+                     "--out", tmp_path / "eval")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["weights"].startswith("nuclei (") and max(metrics["weights_agreement"],
+                                                             key=metrics["weights_agreement"].get) == "nuclei"
 
 
 def test_auto_chooses_neurons_for_a_neuronal_culture(monkeypatch):
