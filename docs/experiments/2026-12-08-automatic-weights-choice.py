@@ -29,10 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from _scored_sets import SARTORIUS_EXACT  # noqa: E402
 
 from napari_cellboxify.data.images import read_image  # noqa: E402
-from napari_cellboxify.flip_agreement import LEFT_RIGHT, agreement_window, matched_f1  # noqa: E402
+from napari_cellboxify.flip_agreement import agreement_window, matched_f1, mirror_pair, most_agreeing  # noqa: E402
 from napari_cellboxify.predict import Predictor  # noqa: E402
-from napari_cellboxify.tta import boxes_from_view  # noqa: E402
-from napari_cellboxify.weights import DEFAULT, SHIPPED  # noqa: E402
+from napari_cellboxify.weights import SHIPPED  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 MISREGISTERED = "afbcea22fc2a.png"  # original/: labels 5 px off (2026-12-07-misregistered-cortical-labels.md)
@@ -83,13 +82,11 @@ def main() -> None:
             inside = (centres[:, 0] >= x0) & (centres[:, 0] < x1) & (centres[:, 1] >= y0) & (centres[:, 1] < y1)
             truth = truth[inside] - np.array([x0, y0, x0, y0], np.float32)
         for file, predictor in predictors.items():
-            found = predictor.segment_image(region).boxes_xyxy
-            mirrored = predictor.segment_image(np.ascontiguousarray(region[:, ::-1])).boxes_xyxy
-            back = boxes_from_view(torch.as_tensor(mirrored), LEFT_RIGHT, region.shape[:2]).numpy()
+            found, back = mirror_pair(predictor, region)
             row["agreement"][file] = round(matched_f1(found, back), 3)
             if truth is not None:
                 row["truth"][file] = round(matched_f1(found, truth), 3)
-        row["chosen"] = max(row["agreement"], key=lambda f: (row["agreement"][f], f == DEFAULT))
+        row["chosen"] = most_agreeing(row["agreement"])
         row["best"] = max(row["truth"], key=row["truth"].get) if row["truth"] else None
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -14,6 +14,7 @@ import shlex
 import sys
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from .config import TTA_MODES
@@ -209,14 +210,14 @@ def _with_tta(args: argparse.Namespace) -> list[str]:
     return list(args.overrides) + ([f"model.tta={tta}"] if tta else [])
 
 
-def _predictor(args: argparse.Namespace, verb: str, paths: list[Path], **settings):
+def _predictor(args: argparse.Namespace, verb: str, planes: Callable[[], list], **settings):
     """The verb's predictor, the weights (a shipped name or the file given), how to name them, and each shipped
     file's agreement when it chose them.
 
     ``--weights auto`` (or none) chooses the shipped file on the images first, as ``fine-tune`` chooses where it
-    starts: the same sign, without boxes (flip_agreement.choose_shipped)."""
+    starts: the same sign, without boxes (flip_agreement.choose_shipped), on the images ``planes()`` returns."""
     from .checkpoint import check_overrides
-    from .flip_agreement import choose_shipped, close_call, planes_to_choose_on
+    from .flip_agreement import choose_shipped, close_call
     from .predict import Predictor
     from .progress import tqdm_callback
     from .weights import SHIPPED, describe_weights, resolve_weights
@@ -225,10 +226,10 @@ def _predictor(args: argparse.Namespace, verb: str, paths: list[Path], **setting
     if spec in (None, "auto"):
         for name in SHIPPED:  # bad settings are refused before the choice, not after it
             check_overrides(resolve_weights(name), _with_tta(args))
-        planes = planes_to_choose_on(paths)
+        images = planes()
         with tqdm_callback(0, "choose weights") as progress:
-            spec, agreement = choose_shipped(planes, device=args.device, progress=progress)
-        chosen = (f"; chosen by agreement with the mirror image on {len(planes)} image(s): "
+            spec, agreement = choose_shipped(images, device=args.device, progress=progress)
+        chosen = (f"; chosen by agreement with the mirror image on {len(images)} image(s): "
                   + ", ".join(f"{name} {value:.2f}" for name, value in agreement.items()))
         runner_up = close_call(agreement, spec)
         if runner_up:  # a close call: say which other file to name if it suits these cells better
@@ -340,6 +341,7 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from .data.coco import load_coco
     from .evaluate import check_scorable, evaluate, oracle_box_iou
+    from .flip_agreement import planes_to_choose_on
     from .io_utils import atomic_write_text
     from .progress import tqdm_callback
 
@@ -348,7 +350,8 @@ def cmd_evaluate(args) -> int:
         print(f"cellboxify evaluate: skipped {count} annotation(s): {reason}", file=sys.stderr)
     if not args.oracle_boxes:
         check_scorable(coco)  # before the weights load
-    predictor, _, used, agreement = _predictor(args, "evaluate", [image.path for image in coco.images])
+    predictor, _, used, agreement = _predictor(
+        args, "evaluate", lambda: planes_to_choose_on([image.path for image in coco.images]))
     with tqdm_callback(len(coco.images), "evaluate") as progress:
         if args.oracle_boxes:
             metrics = {"oracle_boxes": oracle_box_iou(predictor, coco, progress)}
@@ -388,6 +391,7 @@ def format_metrics(metrics: dict) -> list[str]:
 
 def cmd_predict(args) -> int:
     from .batch import earlier_outputs, segment_files
+    from .flip_agreement import planes_to_choose_on
     from .predict import iter_image_files
     from .progress import tqdm_callback
 
@@ -399,7 +403,8 @@ def cmd_predict(args) -> int:
         if earlier:
             raise ValueError(f"{args.out} already holds {earlier[0].name}" + (f" and {len(earlier) - 1} more output(s)"
                              if len(earlier) > 1 else "") + " of an earlier run: choose another --out or pass --overwrite")
-    predictor, _, _, _ = _predictor(args, "predict", files, score_threshold=args.score_threshold)
+    predictor, _, _, _ = _predictor(args, "predict", lambda: planes_to_choose_on(files),
+                                    score_threshold=args.score_threshold)
     with tqdm_callback(len(files), "predict") as progress:  # counts tiles: the total grows as they are found
         result = segment_files(predictor, files, args.out, args.format, tile=args.tile, overlap=args.overlap,
                                pixel_size=args.pixel_size, progress=progress)
@@ -431,16 +436,16 @@ def cmd_export(args) -> int:
 
 def cmd_fit_zoom(args) -> int:
     from .data.coco import boxed_images, load_coco
+    from .flip_agreement import spread
     from .progress import tqdm_callback
     from .zoom_fit import ZOOM_FACTORS, fit_zoom
 
-    coco = load_coco(args.data, args.images)
-    boxed = boxed_images(coco)
+    boxed = boxed_images(load_coco(args.data, args.images))
     if not boxed:
         raise ValueError(f"{args.data} has no boxes: draw boxes around a few cells first")
     items = [(image, boxes) for _, image, boxes in boxed]
-    names = {name for name, _, _ in boxed}
-    predictor, spec, _, _ = _predictor(args, "fit-zoom", [e.path for e in coco.images if e.file_name in names])
+    # chosen on the boxed images already read, as predict would choose on them
+    predictor, spec, _, _ = _predictor(args, "fit-zoom", lambda: [items[i][0] for i in spread(len(items))])
     with tqdm_callback(len(items) * len(ZOOM_FACTORS), "fit-zoom") as progress:
         fit = fit_zoom(predictor, items, progress=progress)
     for zoom, ap in sorted(fit.box_ap.items()):

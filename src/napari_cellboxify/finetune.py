@@ -52,6 +52,7 @@ from .config import CellBoxifyConfig
 from .check_boxes import (MIN_BOXES_TO_CHECK, MIN_GAIN, STEADY_SHARE, AreaSource, Check, ImageSplit, check_ap,
                           min_gain, split_check_boxes, steady_share)
 from .data.transforms import normalize_image
+from .flip_agreement import flip_agreement, most_agreeing
 from .io_utils import atomic_write_text
 from .weights import DEFAULT, SHIPPED
 
@@ -276,7 +277,7 @@ def fine_tune(items: list[tuple[str, np.ndarray, np.ndarray]], out_dir: str | Pa
         plausible = [n for n, p in starts.items() if p.fit_ap >= best_ap - min_gain(n_boxes - n_check)]
         if len(plausible) > 1:
             agreement = {n: round(_agreement(starts[n], items), 3) for n in plausible}
-        choice = max(plausible, key=lambda n: (agreement.get(n, 0.0), n == DEFAULT))
+        choice = most_agreeing({n: agreement.get(n, 0.0) for n in plausible})
         say("start weights: " + ", ".join(f"{n} {p.fit_ap:.1f}" for n, p in starts.items())
             + " bbox AP on your training boxes"
             + ("; agreement with the mirror image " + ", ".join(f"{n} {a:.2f}" for n, a in agreement.items())
@@ -485,8 +486,6 @@ def _start_point(path: Path, items, splits: list[ImageSplit], device, zoom: floa
 
 def _agreement(point: StartPoint, items) -> float:
     """The start's mean flip agreement over the boxed images, at its own zoom."""
-    from .flip_agreement import flip_agreement
-
     return float(np.mean([flip_agreement(point.predictor, image, boxes) for _, image, boxes in items]))
 
 

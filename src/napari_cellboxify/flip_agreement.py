@@ -63,11 +63,21 @@ def flip_agreement(predictor, image: np.ndarray, boxes: np.ndarray, side: int = 
     """Matched F1 between ``predictor``'s detections on ``image`` (2-D or RGB; the region ``agreement_window``
     picks) and those on its left-right mirror image, mapped back."""
     y0, y1, x0, x1 = agreement_window(image.shape[:2], boxes, side)
-    region = np.ascontiguousarray(image[y0:y1, x0:x1])
+    return matched_f1(*mirror_pair(predictor, np.ascontiguousarray(image[y0:y1, x0:x1])))
+
+
+def mirror_pair(predictor, region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``predictor``'s boxes (XYXY) on ``region`` and on its left-right mirror image, the latter mapped back."""
     found = predictor.segment_image(region).boxes_xyxy
     mirrored = predictor.segment_image(np.ascontiguousarray(region[:, ::-1])).boxes_xyxy
-    back = boxes_from_view(torch.as_tensor(mirrored), LEFT_RIGHT, region.shape[:2]).numpy()
-    return matched_f1(found, back)
+    return found, boxes_from_view(torch.as_tensor(mirrored), LEFT_RIGHT, region.shape[:2]).numpy()
+
+
+def most_agreeing(agreement: dict[str, float]) -> str:
+    """The name with the highest agreement; a tie goes to the default file, else to the first listed."""
+    from .weights import DEFAULT
+
+    return max(agreement, key=lambda name: (agreement[name], name == DEFAULT))
 
 
 def choose_shipped(images, device="auto", progress=None) -> tuple[str, dict[str, float]]:
@@ -78,7 +88,7 @@ def choose_shipped(images, device="auto", progress=None) -> tuple[str, dict[str,
     (docs/experiments/2026-12-07-label-free-start-choice.md). ``progress(done, total)`` counts file × image.
     """
     from .predict import Predictor
-    from .weights import DEFAULT, SHIPPED
+    from .weights import SHIPPED
 
     images = list(images)
     if not images:
@@ -92,7 +102,7 @@ def choose_shipped(images, device="auto", progress=None) -> tuple[str, dict[str,
             if progress is not None:
                 progress(n * len(images) + len(scores), total)
         agreement[name] = round(float(np.mean(scores)), 3)
-    return max(agreement, key=lambda n: (agreement[n], n == DEFAULT)), agreement
+    return most_agreeing(agreement), agreement
 
 
 def close_call(agreement: dict[str, float], chosen: str) -> str | None:
