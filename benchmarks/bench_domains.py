@@ -120,6 +120,7 @@ def main(argv=None) -> int:
                 print(f"skipped {domain}: its data is not in {DATA}")
             else:
                 sets[domain] = found
+
         def point(key: str, how) -> dict:
             if key not in points:
                 points[key] = how()
@@ -129,8 +130,8 @@ def main(argv=None) -> int:
 
         for weights in args.weights:
             try:
-                names = list(SHIPPED) if weights == "auto" else [weights]
-                digests = {name: sha256_of(resolve_weights(name))[:12] for name in names}
+                paths = {name: resolve_weights(name) for name in (list(SHIPPED) if weights == "auto" else [weights])}
+                digests = {name: sha256_of(path)[:12] for name, path in paths.items()}
             except WeightsError as exc:
                 print(f"skipped {weights}: {exc}")
                 continue
@@ -140,10 +141,11 @@ def main(argv=None) -> int:
                     auto = point(point_key("auto", "+".join(d[:6] for d in digests.values()), domain, found[0]),
                                  lambda: choose(found))
                     choice = auto["chosen"]
-                    label = (f"auto → `{choice}` (agreement " + " / ".join(f"{n} {a:.2f}" for n, a in
-                                                                         auto["agreement"].items()) + ")")
+                    # in SHIPPED's order: the cached points are stored with their keys sorted
+                    label = (f"auto → `{choice}` (agreement "
+                             + " / ".join(f"{n} {auto['agreement'][n]:.2f}" for n in SHIPPED) + ")")
                 p = point(point_key(choice, digests[choice], domain, found[0]), lambda: measure(choice, found))
-                rows.append((label, choice, resolve_weights(choice).name, domain, p, auto))
+                rows.append((label, choice, paths[choice].name, domain, p, auto))
     if args.measure_only or not rows:
         return 0
     lines = ["segm AP and AP50 at LIVECell's evaluation (IoU 0.50:0.95, 2,000 detections per image); oracle IoU: "
